@@ -1,0 +1,26 @@
+"""The ``relevo`` command line: thin commands over the same services as the web app."""
+
+from __future__ import annotations
+
+import click
+
+from relevo import __version__
+from relevo.cli.bench import bench
+from relevo.cli.keys import keys
+from relevo.cli.serve import demo, serve
+
+
+@click.group()
+@click.version_option(__version__, prog_name="relevo")
+def cli() -> None:
+    """Relevo: real-time personalization and customer data platform."""
+
+
+cli.add_command(serve)
+cli.add_command(demo)
+cli.add_command(keys)
+cli.add_command(bench)
+
+
+def main() -> None:
+    cli()

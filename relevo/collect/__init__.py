@@ -1,0 +1,1 @@
+"""Collection: parse, validate, normalise and durably append tracking calls."""

@@ -1,0 +1,1 @@
+"""The processor: the one writer of profile state, fed by the event log."""

@@ -1,0 +1,292 @@
+"""The processor: applies the event log to profiles, in order per partition, exactly once.
+
+Each cycle reads what is new in every partition and applies it in ONE store transaction that
+also records the new consumer offsets. A crash anywhere rolls the whole cycle back and the
+next start re-reads from the committed offsets, so every event is applied exactly once.
+
+An event that cannot be applied (a bug, a poison payload) fails its cycle; the cycle is then
+replayed one event per transaction so only the poison event is set aside (``failed_events``)
+and the rest of its partition keeps flowing.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import hashlib
+import logging
+import queue
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from relevo._clock import Clock
+from relevo.config import Settings
+from relevo.events.model import Event, decode_event
+from relevo.metrics import Metrics
+from relevo.profiles.identifiers import identifiers_of
+from relevo.profiles.identity import Resolution, resolve
+from relevo.profiles.model import Profile
+from relevo.profiles.state import apply_event, merge_into
+from relevo.profiles.suppression import suppression_hash
+from relevo.store.base import JournalEntry, ProfileStore, StateTransaction, TimelineEntry
+from relevo.stream.base import EventLog, Record
+
+log = logging.getLogger(__name__)
+
+IDLE_WAIT_SECONDS = 0.05
+TRIM_SLACK = 1.1  # trim a timeline once it is 10% over its limit, not on every event
+
+
+def new_profile_id(event: Event) -> str:
+    """Deterministic from the event that creates the profile, so a replay makes the same id."""
+    digest = hashlib.blake2b(f"{event.source}\x1f{event.message_id}".encode(), digest_size=10)
+    return f"prf_{digest.hexdigest()}"
+
+
+@dataclass
+class _Cycle:
+    """What one transaction has loaded and changed, written back at its end."""
+
+    tx: StateTransaction
+    profiles: dict[str, Profile] = field(default_factory=dict)
+    dirty: set[str] = field(default_factory=set)
+    timeline: dict[str, list[TimelineEntry]] = field(default_factory=dict)
+    merges: int = 0
+    refusals: int = 0
+
+    def profile(self, profile_id: str, event: Event, created: bool) -> Profile:
+        profile = self.profiles.get(profile_id)
+        if profile is None:
+            profile = None if created else self.tx.load(profile_id)
+            if profile is None:
+                profile = Profile(id=profile_id, created_at=event.received_at)
+            self.profiles[profile_id] = profile
+        return profile
+
+
+class Processor:
+    def __init__(
+        self,
+        store: ProfileStore,
+        log_: EventLog,
+        settings: Settings,
+        clock: Clock,
+        metrics: Metrics,
+    ) -> None:
+        self._store = store
+        self._log = log_
+        self._settings = settings
+        self._clock = clock
+        self._metrics = metrics
+        self._suppressed: set[str] = set()
+        self._offsets: dict[int, int] = {}
+        self._commands: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]]
+        self._commands = queue.SimpleQueue()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        metrics.processing_lag.set_function(self.lag)
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    def load(self) -> None:
+        """Read the committed offsets and the suppression list (before the first cycle)."""
+        with self._store.transaction() as tx:
+            committed = tx.offsets(self._log.name)
+        self._offsets = {p: committed.get(p, 0) for p in range(self._log.partitions)}
+        self._suppressed = self._store.suppressed()
+
+    def start(self) -> None:
+        self.load()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="relevo-processor", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+            self._thread = None
+
+    def lag(self) -> int:
+        """Events in the log not yet applied (offsets are dense per partition)."""
+        ends = self._log.end_offsets()
+        return sum(max(0, end - self._offsets.get(p, 0)) for p, end in ends.items())
+
+    def caught_up(self) -> bool:
+        ends = self._log.end_offsets()
+        return all(end <= self._offsets.get(p, 0) for p, end in ends.items())
+
+    def call(self, command: Callable[[], Any]) -> concurrent.futures.Future[Any]:
+        """Run ``command`` on the processor thread, between cycles (the only writer)."""
+        future: concurrent.futures.Future[Any] = concurrent.futures.Future()
+        self._commands.put((command, future))
+        return future
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self._run_commands()
+            try:
+                applied = self.run_once()
+            except Exception:  # process boundary: log, back off, try the cycle again
+                log.exception("processor cycle failed")
+                self._stop.wait(1.0)
+                continue
+            if applied == 0:
+                self._log.wait(self._offsets, IDLE_WAIT_SECONDS)
+
+    def _run_commands(self) -> None:
+        while True:
+            try:
+                command, future = self._commands.get_nowait()
+            except queue.Empty:
+                return
+            if future.set_running_or_notify_cancel():
+                try:
+                    future.set_result(command())
+                except Exception as exc:  # handed back to the caller
+                    future.set_exception(exc)
+
+    # -- applying -------------------------------------------------------------------------------
+
+    def run_once(self) -> int:
+        """Apply what is new in every partition; returns the number of records consumed."""
+        per_partition = max(1, self._settings.process_batch_size // self._log.partitions)
+        batches = [
+            self._log.read(p, self._offsets.get(p, 0), per_partition)
+            for p in range(self._log.partitions)
+        ]
+        records = [r for batch in batches for r in batch]
+        if not records:
+            return 0
+        try:
+            self._apply(records)
+        except Exception:
+            log.warning("cycle of %d events failed; applying them one by one", len(records))
+            for record in records:
+                self._apply_alone(record)
+        return len(records)
+
+    def _apply(self, records: list[Record]) -> None:
+        applied = suppressed = 0
+        with self._store.transaction() as tx:
+            cycle = _Cycle(tx)
+            for record in records:
+                event = decode_event(record.payload)
+                if self._apply_event(cycle, event, record.payload):
+                    applied += 1
+                else:
+                    suppressed += 1
+            self._write_back(cycle)
+            new_offsets = self._advance(tx, records)
+        self._offsets.update(new_offsets)
+        self._count(applied, suppressed, cycle)
+
+    def _apply_alone(self, record: Record) -> None:
+        try:
+            self._apply([record])
+        except Exception as exc:
+            log.exception("event at %d/%d set aside", record.partition, record.offset)
+            with self._store.transaction() as tx:
+                tx.record_failure(
+                    self._log.name,
+                    record.partition,
+                    record.offset,
+                    repr(exc),
+                    record.payload,
+                    self._clock.now(),
+                )
+                new_offsets = self._advance(tx, [record])
+            self._offsets.update(new_offsets)
+            self._metrics.events_failed.inc()
+
+    def _advance(self, tx: StateTransaction, records: list[Record]) -> dict[int, int]:
+        last: dict[int, int] = {}
+        for record in records:
+            last[record.partition] = record.offset
+        for partition, offset in last.items():
+            tx.set_offset(self._log.name, partition, offset)
+        return last
+
+    def _apply_event(self, cycle: _Cycle, event: Event, payload: bytes) -> bool:
+        identifiers = identifiers_of(event)
+        if self._suppressed and any(suppression_hash(i) in self._suppressed for i in identifiers):
+            return False
+        resolution = resolve(identifiers, cycle.tx, self._settings, new_profile_id(event))
+        profile = cycle.profile(resolution.profile_id, event, resolution.created)
+        self._join(cycle, profile, resolution, event)
+        apply_event(profile, event)
+        cycle.timeline.setdefault(profile.id, []).append(
+            TimelineEntry(event.timestamp, event.message_id, payload)
+        )
+        profile.timeline_size += 1
+        cycle.dirty.add(profile.id)
+        return True
+
+    def _join(self, cycle: _Cycle, profile: Profile, resolution: Resolution, event: Event) -> None:
+        tx = cycle.tx
+        at = event.timestamp
+        for step in resolution.merges:
+            merged = cycle.profile(step.merged, event, created=False)
+            merge_into(profile, merged)
+            cycle.timeline.setdefault(profile.id, []).extend(cycle.timeline.pop(merged.id, []))
+            cycle.profiles.pop(merged.id, None)
+            cycle.dirty.discard(merged.id)
+            tx.absorb(profile.id, merged.id)
+            tx.journal(
+                JournalEntry(
+                    at,
+                    "merged",
+                    profile.id,
+                    merged.id,
+                    str(step.identifier),
+                    f"{step.identifier} is shared by both profiles",
+                    event.message_id,
+                    event.source,
+                )
+            )
+            cycle.merges += 1
+        for identifier in resolution.links:
+            tx.link(identifier, profile.id, at)
+        for refusal in resolution.refusals:
+            tx.journal(
+                JournalEntry(
+                    at,
+                    "refused",
+                    profile.id,
+                    refusal.other_profile,
+                    str(refusal.identifier),
+                    refusal.reason,
+                    event.message_id,
+                    event.source,
+                )
+            )
+            cycle.refusals += 1
+
+    def _write_back(self, cycle: _Cycle) -> None:
+        limit = self._settings.timeline_limit
+        for profile_id in cycle.dirty:
+            profile = cycle.profiles[profile_id]
+            entries = cycle.timeline.get(profile_id)
+            if entries:
+                cycle.tx.append_timeline(profile_id, entries)
+            if profile.timeline_size > limit * TRIM_SLACK:
+                profile.timeline_size -= cycle.tx.trim_timeline(profile_id, limit)
+            cycle.tx.save(profile)
+
+    def _count(self, applied: int, suppressed: int, cycle: _Cycle) -> None:
+        m = self._metrics
+        if applied:
+            m.events_processed.inc(applied)
+        if suppressed:
+            m.events_suppressed.inc(suppressed)
+        if cycle.merges:
+            m.identity_merges.labels("merged").inc(cycle.merges)
+        if cycle.refusals:
+            m.identity_merges.labels("refused").inc(cycle.refusals)
+
+    # -- erasure --------------------------------------------------------------------------------
+
+    def suppress(self, hashes: list[str]) -> None:
+        """Called on the processor thread (through ``call``) after an erasure."""
+        self._suppressed.update(hashes)

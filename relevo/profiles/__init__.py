@@ -1,0 +1,1 @@
+"""Unified profiles: identifiers, identity resolution and merge rules, profile state. Pure."""

@@ -1,0 +1,51 @@
+"""Profile state: what Relevo knows of one customer, as the processor keeps it."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import msgspec
+
+
+class Stamped(msgspec.Struct, array_like=True):
+    """A value with the event time and the event that set it (last write wins by ``at``)."""
+
+    value: Any
+    at: datetime
+    message_id: str
+
+    def newer_than(self, other: Stamped) -> bool:
+        # ties broken by message id, so replays and merges decide the same way every time
+        return (self.at, self.message_id) > (other.at, other.message_id)
+
+
+class Profile(msgspec.Struct, kw_only=True):
+    id: str
+    created_at: datetime
+    first_seen: datetime | None = None
+    last_seen: datetime | None = None
+    traits: dict[str, Stamped] = msgspec.field(default_factory=dict)
+    event_counts: dict[str, int] = msgspec.field(default_factory=dict)
+    type_counts: dict[str, int] = msgspec.field(default_factory=dict)
+    consent: dict[str, Stamped] = msgspec.field(default_factory=dict)
+    context: dict[str, Stamped] = msgspec.field(default_factory=dict)
+    groups: dict[str, Stamped] = msgspec.field(default_factory=dict)
+    events_applied: int = 0
+    timeline_size: int = 0
+    merged_from: list[str] = msgspec.field(default_factory=list)
+
+    def trait_values(self) -> dict[str, Any]:
+        return {name: stamped.value for name, stamped in self.traits.items()}
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Profile)
+
+
+def encode_profile(profile: Profile) -> bytes:
+    return _encoder.encode(profile)
+
+
+def decode_profile(payload: bytes) -> Profile:
+    return _decoder.decode(payload)

@@ -1,0 +1,1 @@
+"""State store ports and backends (profiles, identity graph, offsets, keys)."""

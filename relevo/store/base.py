@@ -1,0 +1,119 @@
+"""The ports of the state store. Backends implement these; domain code speaks only to them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any, ClassVar, Protocol
+
+from relevo.profiles.identifiers import Identifier
+from relevo.profiles.model import Profile
+
+
+@dataclass(frozen=True)
+class StoreCapabilities:
+    """What a backend can do, declared up front and checked at start."""
+
+    shared_between_processes: bool
+
+
+@dataclass(frozen=True)
+class TimelineEntry:
+    at: datetime
+    message_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class JournalEntry:
+    at: datetime
+    outcome: str  # "merged" | "refused"
+    survivor: str
+    other: str | None
+    identifier: str
+    reason: str
+    message_id: str
+    source: str
+
+
+class StateTransaction(Protocol):
+    """One unit of work of the processor: everything in it commits together, or nothing."""
+
+    def profile_of(self, identifier: Identifier) -> str | None: ...
+    def identifiers_of(self, profile_id: str) -> list[Identifier]: ...
+    def load(self, profile_id: str) -> Profile | None: ...
+    def save(self, profile: Profile) -> None: ...
+    def link(self, identifier: Identifier, profile_id: str, at: datetime) -> None: ...
+    def absorb(self, survivor: str, merged: str) -> None:
+        """Move the identifiers and timeline of ``merged`` to ``survivor``; retire ``merged``."""
+        ...
+
+    def append_timeline(self, profile_id: str, entries: list[TimelineEntry]) -> None: ...
+    def trim_timeline(self, profile_id: str, keep: int) -> int: ...
+    def journal(self, entry: JournalEntry) -> None: ...
+    def record_failure(
+        self, stream: str, partition: int, offset: int, error: str, payload: bytes, at: datetime
+    ) -> None: ...
+    def offsets(self, stream: str) -> dict[int, int]: ...
+    def set_offset(self, stream: str, partition: int, offset: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class ErasedPerson:
+    profile_ids: list[str]
+    identifiers: list[Identifier]
+
+
+class ProfileStore(Protocol):
+    capabilities: ClassVar[StoreCapabilities]
+
+    def migrate(self) -> None: ...
+    def transaction(self) -> AbstractContextManager[StateTransaction]: ...
+    def find(self, ref: str | Identifier) -> Profile | None:
+        """A live profile by id (following merges) or by identifier; None when unknown."""
+        ...
+
+    def identifiers(self, profile_id: str) -> list[Identifier]: ...
+    def timeline(
+        self, profile_id: str, *, before: tuple[int, str] | None, limit: int
+    ) -> list[TimelineEntry]: ...
+    def journal_of(self, profile_id: str) -> list[JournalEntry]: ...
+    def erase(self, profile_id: str, suppress: list[str], at: datetime) -> ErasedPerson:
+        """Delete a person everywhere in the store and record their suppressed hashes."""
+        ...
+
+    def suppressed(self) -> set[str]: ...
+    def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Source:
+    name: str
+    allowed_origins: list[str]
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    id: str
+    kind: str  # "write" | "server" | "admin"
+    source: str | None
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyStore(Protocol):
+    def create_key(self, key: ApiKey, secret_hash: str) -> None: ...
+    def key_by_hash(self, secret_hash: str) -> ApiKey | None: ...
+    def list_keys(self) -> list[ApiKey]: ...
+    def revoke_key(self, key_id: str, at: datetime) -> bool: ...
+    def upsert_source(self, source: Source) -> None: ...
+    def get_source(self, name: str) -> Source | None: ...
+    def list_sources(self) -> list[Source]: ...
+    def audit(self, at: datetime, actor: str, action: str, target: str, details: Any) -> None: ...
+
+
+def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]

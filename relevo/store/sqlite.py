@@ -1,0 +1,349 @@
+"""The embedded state store: one SQLite file, WAL mode, one writer at a time.
+
+The processor is the only writer of profile state; its ``transaction()`` holds the write lock
+for the whole unit of work, so a state change and its consumer offsets commit together.
+Reads (the profile API) run on per-thread connections and never block the writer.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from typing import Any, ClassVar
+
+import msgspec
+
+from relevo.profiles.identifiers import Identifier
+from relevo.profiles.model import Profile, decode_profile, encode_profile
+from relevo.store import sqlite_db
+from relevo.store.base import (
+    ApiKey,
+    ErasedPerson,
+    JournalEntry,
+    Source,
+    StoreCapabilities,
+    TimelineEntry,
+)
+
+
+def to_micros(at: datetime) -> int:
+    return int(at.timestamp() * 1_000_000)
+
+
+def from_micros(micros: int) -> datetime:
+    return datetime.fromtimestamp(micros / 1_000_000, UTC)
+
+
+class SQLiteTransaction:
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self._conn = conn
+        self._identifiers: dict[str, list[Identifier]] = {}
+
+    def profile_of(self, identifier: Identifier) -> str | None:
+        row = self._conn.execute(
+            "SELECT profile_id FROM identities WHERE type = ? AND value = ?", identifier
+        ).fetchone()
+        return row[0] if row else None
+
+    def identifiers_of(self, profile_id: str) -> list[Identifier]:
+        cached = self._identifiers.get(profile_id)
+        if cached is None:
+            rows = self._conn.execute(
+                "SELECT type, value FROM identities WHERE profile_id = ?", (profile_id,)
+            ).fetchall()
+            cached = self._identifiers[profile_id] = [Identifier(t, v) for t, v in rows]
+        return cached
+
+    def load(self, profile_id: str) -> Profile | None:
+        row = self._conn.execute(
+            "SELECT state FROM profiles WHERE id = ? AND merged_into IS NULL", (profile_id,)
+        ).fetchone()
+        return decode_profile(row[0]) if row else None
+
+    def save(self, profile: Profile) -> None:
+        self._conn.execute(
+            "INSERT INTO profiles (id, state, merged_into, updated_at) VALUES (?, ?, NULL, ?)"
+            " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
+            " updated_at = excluded.updated_at",
+            (profile.id, encode_profile(profile), datetime.now(UTC).isoformat()),
+        )
+
+    def link(self, identifier: Identifier, profile_id: str, at: datetime) -> None:
+        self._conn.execute(
+            "INSERT INTO identities (type, value, profile_id, linked_at) VALUES (?, ?, ?, ?)",
+            (identifier.type, identifier.value, profile_id, at.isoformat()),
+        )
+        self.identifiers_of(profile_id).append(identifier)
+
+    def absorb(self, survivor: str, merged: str) -> None:
+        conn = self._conn
+        conn.execute(
+            "UPDATE identities SET profile_id = ? WHERE profile_id = ?", (survivor, merged)
+        )
+        conn.execute("UPDATE timeline SET profile_id = ? WHERE profile_id = ?", (survivor, merged))
+        conn.execute(
+            "UPDATE profiles SET merged_into = ? WHERE merged_into = ?", (survivor, merged)
+        )
+        conn.execute(
+            "UPDATE profiles SET state = NULL, merged_into = ?, updated_at = ? WHERE id = ?",
+            (survivor, datetime.now(UTC).isoformat(), merged),
+        )
+        self.identifiers_of(survivor).extend(self._identifiers.pop(merged, []))
+
+    def append_timeline(self, profile_id: str, entries: list[TimelineEntry]) -> None:
+        self._conn.executemany(
+            "INSERT INTO timeline (profile_id, at, message_id, payload) VALUES (?, ?, ?, ?)",
+            [(profile_id, to_micros(e.at), e.message_id, e.payload) for e in entries],
+        )
+
+    def trim_timeline(self, profile_id: str, keep: int) -> int:
+        cursor = self._conn.execute(
+            "DELETE FROM timeline WHERE rowid IN (SELECT rowid FROM timeline WHERE profile_id = ?"
+            " ORDER BY at DESC, message_id DESC LIMIT -1 OFFSET ?)",
+            (profile_id, keep),
+        )
+        return cursor.rowcount
+
+    def journal(self, entry: JournalEntry) -> None:
+        self._conn.execute(
+            "INSERT INTO merge_journal (at, outcome, survivor, other, identifier, reason,"
+            " message_id, source) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                entry.at.isoformat(),
+                entry.outcome,
+                entry.survivor,
+                entry.other,
+                entry.identifier,
+                entry.reason,
+                entry.message_id,
+                entry.source,
+            ),
+        )
+
+    def record_failure(
+        self, stream: str, partition: int, offset: int, error: str, payload: bytes, at: datetime
+    ) -> None:
+        self._conn.execute(
+            'INSERT INTO failed_events (at, stream, partition, "offset", error, payload)'
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (at.isoformat(), stream, partition, offset, error, payload),
+        )
+
+    def offsets(self, stream: str) -> dict[int, int]:
+        rows = self._conn.execute(
+            'SELECT partition, "offset" FROM offsets WHERE stream = ?', (stream,)
+        ).fetchall()
+        return dict(rows)
+
+    def set_offset(self, stream: str, partition: int, offset: int) -> None:
+        self._conn.execute(
+            'INSERT INTO offsets (stream, partition, "offset") VALUES (?, ?, ?)'
+            ' ON CONFLICT (stream, partition) DO UPDATE SET "offset" = excluded."offset"',
+            (stream, partition, offset),
+        )
+
+
+class SQLiteStore:
+    """``sqlite:///path.db``: the embedded default."""
+
+    capabilities: ClassVar[StoreCapabilities] = StoreCapabilities(shared_between_processes=False)
+
+    def __init__(self, url: str) -> None:
+        self.path = sqlite_db.sqlite_path(url)
+        # state can be rebuilt from the event log, and offsets commit with it, so NORMAL is
+        # safe here: a power loss rolls both back together and the log replays the rest
+        self._writer = sqlite_db.connect(self.path, synchronous="NORMAL")
+        self._write_lock = threading.Lock()
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+
+    def migrate(self) -> None:
+        with self._write_lock:
+            sqlite_db.migrate(self._writer, "sqlite")
+
+    @contextmanager
+    def transaction(self) -> Iterator[SQLiteTransaction]:
+        with self._write_lock:
+            self._writer.execute("BEGIN IMMEDIATE")
+            try:
+                yield SQLiteTransaction(self._writer)
+            except BaseException:
+                self._writer.execute("ROLLBACK")
+                raise
+            self._writer.execute("COMMIT")
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite_db.connect(self.path, synchronous="NORMAL")
+            self._local.conn = conn
+            self._readers.append(conn)
+        return conn
+
+    def find(self, ref: str | Identifier) -> Profile | None:
+        conn = self._reader()
+        if isinstance(ref, Identifier):
+            row = conn.execute(
+                "SELECT profile_id FROM identities WHERE type = ? AND value = ?", ref
+            ).fetchone()
+            if row is None:
+                return None
+            ref = row[0]
+        for _ in range(64):  # merged stubs point (at most a short chain) at the survivor
+            row = conn.execute(
+                "SELECT state, merged_into FROM profiles WHERE id = ?", (ref,)
+            ).fetchone()
+            if row is None:
+                return None
+            if row[1] is None:
+                return decode_profile(row[0])
+            ref = row[1]
+        return None
+
+    def identifiers(self, profile_id: str) -> list[Identifier]:
+        rows = self._reader().execute(
+            "SELECT type, value FROM identities WHERE profile_id = ? ORDER BY type, value",
+            (profile_id,),
+        )
+        return [Identifier(t, v) for t, v in rows]
+
+    def timeline(
+        self, profile_id: str, *, before: tuple[int, str] | None, limit: int
+    ) -> list[TimelineEntry]:
+        sql = "SELECT at, message_id, payload FROM timeline WHERE profile_id = ?"
+        params: list[Any] = [profile_id]
+        if before is not None:
+            sql += " AND (at, message_id) < (?, ?)"
+            params.extend(before)
+        sql += " ORDER BY at DESC, message_id DESC LIMIT ?"
+        params.append(limit)
+        rows = self._reader().execute(sql, params).fetchall()
+        return [TimelineEntry(from_micros(at), mid, payload) for at, mid, payload in rows]
+
+    def journal_of(self, profile_id: str) -> list[JournalEntry]:
+        rows = self._reader().execute(
+            "SELECT at, outcome, survivor, other, identifier, reason, message_id, source"
+            " FROM merge_journal WHERE survivor = ? OR other = ? ORDER BY id",
+            (profile_id, profile_id),
+        )
+        return [JournalEntry(datetime.fromisoformat(r[0]), *r[1:]) for r in rows]
+
+    def erase(self, profile_id: str, suppress: list[str], at: datetime) -> ErasedPerson:
+        with self._write_lock:
+            conn = self._writer
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                ids = [profile_id] + [
+                    r[0]
+                    for r in conn.execute(
+                        "SELECT id FROM profiles WHERE merged_into = ?", (profile_id,)
+                    )
+                ]
+                identifiers = [
+                    Identifier(t, v)
+                    for t, v in conn.execute(
+                        "SELECT type, value FROM identities WHERE profile_id = ?", (profile_id,)
+                    )
+                ]
+                marks = ",".join("?" * len(ids))
+                conn.execute(f"DELETE FROM identities WHERE profile_id IN ({marks})", ids)
+                conn.execute(f"DELETE FROM timeline WHERE profile_id IN ({marks})", ids)
+                conn.execute(f"DELETE FROM profiles WHERE id IN ({marks})", ids)
+                conn.execute(
+                    f"DELETE FROM merge_journal WHERE survivor IN ({marks}) OR other IN ({marks})",
+                    ids + ids,
+                )
+                conn.executemany(
+                    "INSERT OR IGNORE INTO suppressions (hash, at) VALUES (?, ?)",
+                    [(h, at.isoformat()) for h in suppress],
+                )
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+        return ErasedPerson(ids, identifiers)
+
+    def suppressed(self) -> set[str]:
+        return {r[0] for r in self._reader().execute("SELECT hash FROM suppressions")}
+
+    # -- keys and sources -------------------------------------------------------------------
+
+    def _write(self, sql: str, params: Any) -> int:
+        with self._write_lock:
+            return self._writer.execute(sql, params).rowcount
+
+    def create_key(self, key: ApiKey, secret_hash: str) -> None:
+        self._write(
+            "INSERT INTO api_keys (id, kind, source, secret_hash, created_at) VALUES (?,?,?,?,?)",
+            (key.id, key.kind, key.source, secret_hash, key.created_at.isoformat()),
+        )
+
+    def key_by_hash(self, secret_hash: str) -> ApiKey | None:
+        row = (
+            self._reader()
+            .execute(
+                "SELECT id, kind, source, created_at, revoked_at FROM api_keys"
+                " WHERE secret_hash = ?",
+                (secret_hash,),
+            )
+            .fetchone()
+        )
+        return _api_key(row) if row else None
+
+    def list_keys(self) -> list[ApiKey]:
+        rows = self._reader().execute(
+            "SELECT id, kind, source, created_at, revoked_at FROM api_keys ORDER BY created_at"
+        )
+        return [_api_key(r) for r in rows]
+
+    def revoke_key(self, key_id: str, at: datetime) -> bool:
+        return (
+            self._write(
+                "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                (at.isoformat(), key_id),
+            )
+            > 0
+        )
+
+    def upsert_source(self, source: Source) -> None:
+        self._write(
+            "INSERT INTO sources (name, allowed_origins) VALUES (?, ?) ON CONFLICT (name)"
+            " DO UPDATE SET allowed_origins = excluded.allowed_origins",
+            (source.name, msgspec.json.encode(source.allowed_origins).decode()),
+        )
+
+    def get_source(self, name: str) -> Source | None:
+        row = (
+            self._reader()
+            .execute("SELECT name, allowed_origins FROM sources WHERE name = ?", (name,))
+            .fetchone()
+        )
+        return Source(row[0], msgspec.json.decode(row[1])) if row else None
+
+    def list_sources(self) -> list[Source]:
+        rows = self._reader().execute("SELECT name, allowed_origins FROM sources ORDER BY name")
+        return [Source(name, msgspec.json.decode(origins)) for name, origins in rows]
+
+    def audit(self, at: datetime, actor: str, action: str, target: str, details: Any) -> None:
+        self._write(
+            "INSERT INTO audit_log (at, actor, action, target, details) VALUES (?, ?, ?, ?, ?)",
+            (at.isoformat(), actor, action, target, msgspec.json.encode(details).decode()),
+        )
+
+    def close(self) -> None:
+        for conn in self._readers:
+            conn.close()
+        self._writer.close()
+
+
+def _api_key(row: tuple[Any, ...]) -> ApiKey:
+    return ApiKey(
+        id=row[0],
+        kind=row[1],
+        source=row[2],
+        created_at=datetime.fromisoformat(row[3]),
+        revoked_at=datetime.fromisoformat(row[4]) if row[4] else None,
+    )

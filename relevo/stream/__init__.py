@@ -1,0 +1,1 @@
+"""Event log ports and backends: the partitioned, durable stream between collect and process."""
