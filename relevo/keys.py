@@ -78,6 +78,11 @@ class KeyRing:
                 self._cache.clear()
         return revoked
 
+    def forget_cached(self) -> None:
+        """Drop cached keys and sources: call after changing either, so it applies at once."""
+        with self._lock:
+            self._cache.clear()
+
     def _lookup(self, secret: str) -> tuple[ApiKey | None, Source | None]:
         digest = hash_secret(secret)
         now = time.monotonic()

@@ -122,16 +122,17 @@ def normalise(
     group_id = _id(wire.group_id, "groupId", bad)
     message_id = _id(wire.message_id, "messageId", bad)
 
+    # "missing" only when not sent: an id that was sent but is invalid has its own problem
     if event_type == "alias":
-        if user_id is None:
+        if _blank(wire.user_id):
             bad("userId", "is required for alias", "missing")
-        if previous_id is None:
+        if _blank(wire.previous_id):
             bad("previousId", "is required for alias", "missing")
-    elif user_id is None and anonymous_id is None:
+    elif _blank(wire.user_id) and _blank(wire.anonymous_id):
         bad("userId", "either userId or anonymousId is required", "missing")
     if event_type == "track" and not wire.event:
         bad("event", "is required for track", "missing")
-    if event_type == "group" and group_id is None:
+    if event_type == "group" and _blank(wire.group_id):
         bad("groupId", "is required for group", "missing")
     for field, text in (("event", wire.event), ("name", wire.name), ("category", wire.category)):
         if text is not None and len(text) > MAX_NAME_LENGTH:
@@ -142,25 +143,17 @@ def normalise(
     for field, value in (
         ("properties", wire.properties),
         ("traits", wire.traits),
-        ("context", wire.context),
-        ("integrations", wire.integrations),
+        # the merged ones: a batch envelope's context/integrations must not bypass the limit
+        ("context", context),
+        ("integrations", integrations),
     ):
-        if value and _depth(value) > limits.max_nesting_depth:
+        if value and _too_deep(value, limits.max_nesting_depth):
             bad(field, f"nests deeper than {limits.max_nesting_depth} levels", "too_deep")
 
-    client_time = wire.timestamp if wire.timestamp is not None else wire.original_timestamp
-    original = _time(client_time, "timestamp", bad)
-    sent_at = _time(wire.sent_at, "sentAt", bad) or defaults.sent_at
+    original, sent_at, timestamp = _times(wire, defaults, received_at, bad)
 
     if problems:
         raise EventRejected(problems)
-
-    if original is None:
-        timestamp = received_at
-    elif sent_at is not None:
-        timestamp = received_at - (sent_at - original)
-    else:
-        timestamp = original
 
     traits = wire.traits or {}
     if event_type == "identify":
@@ -193,6 +186,10 @@ def normalise(
     )
 
 
+def _blank(value: str | int | None) -> bool:
+    return value is None or value == ""
+
+
 def _id(value: str | int | None, field: str, bad: Any) -> str | None:
     if value is None:
         return None
@@ -206,6 +203,24 @@ def _id(value: str | int | None, field: str, bad: Any) -> str | None:
         bad(field, f"is longer than {MAX_ID_LENGTH} characters", "too_long")
         return None
     return text
+
+
+def _times(
+    wire: WireEvent, defaults: BatchDefaults, received_at: datetime, bad: Any
+) -> tuple[datetime | None, datetime | None, datetime]:
+    """The client time, ``sentAt`` and the skew-corrected ``timestamp`` of a call."""
+    if wire.timestamp is not None:
+        original = _time(wire.timestamp, "timestamp", bad)
+    else:
+        original = _time(wire.original_timestamp, "originalTimestamp", bad)
+    sent_at = _time(wire.sent_at, "sentAt", bad) or defaults.sent_at
+    timestamp = received_at
+    if original is not None:
+        try:
+            timestamp = original if sent_at is None else received_at - (sent_at - original)
+        except OverflowError:
+            bad("timestamp", "is too far from sentAt to correct the clock skew", "out_of_range")
+    return original, sent_at, timestamp
 
 
 def _time(value: str | None, field: str, bad: Any) -> datetime | None:
@@ -224,15 +239,13 @@ def _merged(base: dict[str, Any] | None, own: dict[str, Any] | None) -> dict[str
     return {**base, **own} if own else dict(base)
 
 
-def _depth(value: Any) -> int:
-    """Nesting depth of containers, counted iteratively (no recursion on hostile input)."""
-    deepest = 0
-    stack: list[tuple[Any, int]] = [(value, 1)]
-    while stack:
-        node, depth = stack.pop()
-        deepest = max(deepest, depth)
-        children = node.values() if isinstance(node, dict) else node
-        for child in children:
-            if isinstance(child, dict | list):
-                stack.append((child, depth + 1))
-    return deepest
+def _too_deep(value: Any, budget: int) -> bool:
+    """Whether containers nest more than ``budget`` levels; recursion stops at the budget, so
+    hostile input cannot recurse far."""
+    if budget <= 0:
+        return True
+    for child in value.values() if type(value) is dict else value:
+        kind = type(child)
+        if (kind is dict or kind is list) and _too_deep(child, budget - 1):
+            return True
+    return False

@@ -24,6 +24,7 @@ from relevo._clock import Clock
 from relevo.config import Settings
 from relevo.events.model import Event, decode_event
 from relevo.metrics import Metrics
+from relevo.pipeline.memo import MemoView, StateMemo
 from relevo.profiles.identifiers import identifiers_of
 from relevo.profiles.identity import Resolution, resolve
 from relevo.profiles.model import Profile
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 
 IDLE_WAIT_SECONDS = 0.05
 TRIM_SLACK = 1.1  # trim a timeline once it is 10% over its limit, not on every event
+MEMO_CAPACITY = 200_000  # profiles (and as many identifiers) remembered between cycles
 
 
 def new_profile_id(event: Event) -> str:
@@ -48,19 +50,23 @@ def new_profile_id(event: Event) -> str:
 class _Cycle:
     """What one transaction has loaded and changed, written back at its end."""
 
-    tx: StateTransaction
+    view: MemoView
     profiles: dict[str, Profile] = field(default_factory=dict)
-    dirty: set[str] = field(default_factory=set)
-    timeline: dict[str, list[TimelineEntry]] = field(default_factory=dict)
+    timeline: list[tuple[str, TimelineEntry]] = field(default_factory=list)
     merges: int = 0
     refusals: int = 0
+
+    @property
+    def tx(self) -> StateTransaction:
+        return self.view.tx
 
     def profile(self, profile_id: str, event: Event, created: bool) -> Profile:
         profile = self.profiles.get(profile_id)
         if profile is None:
-            profile = None if created else self.tx.load(profile_id)
+            profile = None if created else self.view.profile(profile_id)
             if profile is None:
                 profile = Profile(id=profile_id, created_at=event.received_at)
+                self.view.add_profile(profile)
             self.profiles[profile_id] = profile
         return profile
 
@@ -80,6 +86,9 @@ class Processor:
         self._clock = clock
         self._metrics = metrics
         self._suppressed: set[str] = set()
+        self._memo = StateMemo(MEMO_CAPACITY)
+        # between cycles the memo is only valid if nobody else writes the store
+        self._keep_memo = not store.capabilities.shared_between_processes
         self._offsets: dict[int, int] = {}
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]]
         self._commands = queue.SimpleQueue()
@@ -162,6 +171,7 @@ class Processor:
         try:
             self._apply(records)
         except Exception:
+            self._memo.clear()
             log.warning("cycle of %d events failed; applying them one by one", len(records))
             for record in records:
                 self._apply_alone(record)
@@ -169,8 +179,10 @@ class Processor:
 
     def _apply(self, records: list[Record]) -> None:
         applied = suppressed = 0
+        if not self._keep_memo:
+            self._memo.clear()
         with self._store.transaction() as tx:
-            cycle = _Cycle(tx)
+            cycle = _Cycle(MemoView(tx, self._memo))
             for record in records:
                 event = decode_event(record.payload)
                 if self._apply_event(cycle, event, record.payload):
@@ -186,6 +198,7 @@ class Processor:
         try:
             self._apply([record])
         except Exception as exc:
+            self._memo.clear()
             log.exception("event at %d/%d set aside", record.partition, record.offset)
             with self._store.transaction() as tx:
                 tx.record_failure(
@@ -212,15 +225,14 @@ class Processor:
         identifiers = identifiers_of(event)
         if self._suppressed and any(suppression_hash(i) in self._suppressed for i in identifiers):
             return False
-        resolution = resolve(identifiers, cycle.tx, self._settings, new_profile_id(event))
+        resolution = resolve(identifiers, cycle.view, self._settings, new_profile_id(event))
         profile = cycle.profile(resolution.profile_id, event, resolution.created)
         self._join(cycle, profile, resolution, event)
         apply_event(profile, event)
-        cycle.timeline.setdefault(profile.id, []).append(
-            TimelineEntry(event.timestamp, event.message_id, payload)
+        cycle.timeline.append(
+            (profile.id, TimelineEntry(event.timestamp, event.message_id, payload))
         )
         profile.timeline_size += 1
-        cycle.dirty.add(profile.id)
         return True
 
     def _join(self, cycle: _Cycle, profile: Profile, resolution: Resolution, event: Event) -> None:
@@ -229,10 +241,12 @@ class Processor:
         for step in resolution.merges:
             merged = cycle.profile(step.merged, event, created=False)
             merge_into(profile, merged)
-            cycle.timeline.setdefault(profile.id, []).extend(cycle.timeline.pop(merged.id, []))
+            cycle.timeline = [
+                (profile.id if pid == merged.id else pid, entry) for pid, entry in cycle.timeline
+            ]
             cycle.profiles.pop(merged.id, None)
-            cycle.dirty.discard(merged.id)
             tx.absorb(profile.id, merged.id)
+            cycle.view.absorb(profile.id, merged.id)
             tx.journal(
                 JournalEntry(
                     at,
@@ -248,6 +262,7 @@ class Processor:
             cycle.merges += 1
         for identifier in resolution.links:
             tx.link(identifier, profile.id, at)
+            cycle.view.link(identifier, profile.id)
         for refusal in resolution.refusals:
             tx.journal(
                 JournalEntry(
@@ -265,14 +280,11 @@ class Processor:
 
     def _write_back(self, cycle: _Cycle) -> None:
         limit = self._settings.timeline_limit
-        for profile_id in cycle.dirty:
-            profile = cycle.profiles[profile_id]
-            entries = cycle.timeline.get(profile_id)
-            if entries:
-                cycle.tx.append_timeline(profile_id, entries)
+        cycle.tx.append_timeline(cycle.timeline)
+        for profile in cycle.profiles.values():
             if profile.timeline_size > limit * TRIM_SLACK:
-                profile.timeline_size -= cycle.tx.trim_timeline(profile_id, limit)
-            cycle.tx.save(profile)
+                profile.timeline_size -= cycle.tx.trim_timeline(profile.id, limit)
+        cycle.tx.save(list(cycle.profiles.values()))
 
     def _count(self, applied: int, suppressed: int, cycle: _Cycle) -> None:
         m = self._metrics
@@ -290,3 +302,4 @@ class Processor:
     def suppress(self, hashes: list[str]) -> None:
         """Called on the processor thread (through ``call``) after an erasure."""
         self._suppressed.update(hashes)
+        self._memo.clear()

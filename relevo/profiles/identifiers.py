@@ -59,13 +59,17 @@ def identifiers_of(event: Event) -> list[Identifier]:
                 ):
                     id_type = id_type.strip().lower()
                     found.append(Identifier(id_type, normalise_value(id_type, str(value))))
-    if event.type == "alias" and event.previous_id is not None:
+    # a self-alias (analytics-next sends previousId == userId) names no second identity
+    if event.type == "alias" and event.previous_id not in (None, event.user_id):
         found.append(Identifier(ALIAS, event.previous_id))
     if event.anonymous_id is not None:
         found.append(Identifier(ANONYMOUS_ID, event.anonymous_id))
-    unique = list(dict.fromkeys(found))
-    unique.sort(key=lambda ident: PRIORITY.get(ident.type, EXTERNAL_PRIORITY))
-    return unique
+    # external ids may repeat an id or use a well-known type (two equal ones would be linked
+    # twice: the identities primary key refuses that and the event becomes poison)
+    if len(found) > 2 or (len(found) == 2 and found[0] == found[1]):
+        found = list(dict.fromkeys(found))
+        found.sort(key=lambda ident: PRIORITY.get(ident.type, EXTERNAL_PRIORITY))
+    return found
 
 
 def _email(event: Event) -> str | None:

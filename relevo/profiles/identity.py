@@ -67,6 +67,8 @@ def resolve(
     """Plan how an event with these identifiers (highest priority first) joins the graph."""
     owners = {ident: _owner(ident, view) for ident in identifiers}
     primary = _choose(identifiers, owners, view)
+    if primary is not None and all(owner == primary for owner in owners.values()):
+        return Resolution(primary, created=False)  # the common case: nothing new to join
     created = primary is None
     resolution = Resolution(primary or new_profile_id, created)
     held = Counter(i.type for i in ([] if created else view.identifiers_of(resolution.profile_id)))
@@ -104,6 +106,11 @@ def _owner(ident: Identifier, view: IdentityView) -> str | None:
             owner = view.profile_of(Identifier(as_type, ident.value))
             if owner is not None:
                 break
+    elif owner is None and ident.type == ANONYMOUS_ID:
+        # the id was aliased before any event of its own was applied (the log orders events
+        # per profile key only, so an alias may well be processed before the history it names).
+        # Not for user ids: a user id is never joined to another user's profile, in any order.
+        owner = view.profile_of(Identifier(ALIAS, ident.value))
     return owner
 
 

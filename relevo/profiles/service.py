@@ -16,7 +16,7 @@ from relevo._clock import Clock
 from relevo.errors import NotFound, ValidationError
 from relevo.events.keys import anonymous_key, user_key
 from relevo.events.model import decode_event
-from relevo.profiles.identifiers import ANONYMOUS_ID, USER_ID, Identifier, parse_identifier
+from relevo.profiles.identifiers import ALIAS, ANONYMOUS_ID, USER_ID, Identifier, parse_identifier
 from relevo.profiles.model import Profile
 from relevo.profiles.suppression import suppression_hash
 from relevo.store.base import ErasedPerson, JournalEntry, KeyStore, ProfileStore
@@ -42,19 +42,28 @@ class Erasure:
     log_events_erased: int
 
 
+ALIASABLE = (ANONYMOUS_ID, USER_ID)  # what an alias's previousId may have been
+
+
+def _aliased_as(identifiers: list[Identifier]) -> list[Identifier]:
+    """An alias's previousId as the anonymous or user id it was (suppressed like them)."""
+    return [Identifier(t, i.value) for i in identifiers if i.type == ALIAS for t in ALIASABLE]
+
+
 def parse_ref(ref: str) -> str | Identifier:
     """A profile id (``prf_...``) or a ``type:value`` identifier."""
     return parse_identifier(ref) if ":" in ref else ref
 
 
-def encode_cursor(at_micros: int, message_id: str) -> str:
-    return base64.urlsafe_b64encode(f"{at_micros}:{message_id}".encode()).decode()
+def encode_cursor(at_micros: int, message_id: str, seq: int) -> str:
+    return base64.urlsafe_b64encode(f"{at_micros}:{seq}:{message_id}".encode()).decode()
 
 
-def decode_cursor(cursor: str) -> tuple[int, str]:
+def decode_cursor(cursor: str) -> tuple[int, str, int]:
     try:
-        at, _, message_id = base64.urlsafe_b64decode(cursor.encode()).decode().partition(":")
-        return int(at), message_id
+        text = base64.urlsafe_b64decode(cursor.encode()).decode()
+        at, seq, message_id = text.split(":", 2)  # the message id may hold colons
+        return int(at), message_id, int(seq)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError("cursor is not one this API handed out") from exc
 
@@ -77,7 +86,11 @@ class ProfileService:
         self._on_suppress = on_suppress
 
     def _find(self, ref: str) -> Profile:
-        profile = self._store.find(parse_ref(ref))
+        parsed = parse_ref(ref)
+        profile = self._store.find(parsed)
+        if profile is None and isinstance(parsed, Identifier) and parsed.type == ANONYMOUS_ID:
+            # aliased before any event of its own arrived: the identity graph knows it as alias
+            profile = self._store.find(Identifier(ALIAS, parsed.value))
         if profile is None:
             raise NotFound(f"no profile {ref!r}")
         return profile
@@ -102,7 +115,7 @@ class ProfileService:
             events = [msgspec.to_builtins(decode_event(e.payload)) for e in entries]
             last = entries[-1] if more else None
             next_cursor = (
-                encode_cursor(int(last.at.timestamp() * 1_000_000), last.message_id)
+                encode_cursor(int(last.at.timestamp() * 1_000_000), last.message_id, last.seq)
                 if last
                 else None
             )
@@ -119,14 +132,14 @@ class ProfileService:
         def erase_on_writer() -> ErasedPerson:
             profile = self._find(ref)
             identifiers = self._store.identifiers(profile.id)
-            hashes = [suppression_hash(i) for i in identifiers]
+            hashes = [suppression_hash(i) for i in [*identifiers, *_aliased_as(identifiers)]]
             person = self._store.erase(profile.id, hashes, self._clock.now())
             self._on_suppress(hashes)
             return person
 
         person: ErasedPerson = await asyncio.wrap_future(self._on_writer(erase_on_writer))
-        log_keys = [user_key(i.value) for i in person.identifiers if i.type == USER_ID] + [
-            anonymous_key(i.value) for i in person.identifiers if i.type == ANONYMOUS_ID
+        log_keys = [user_key(i.value) for i in person.identifiers if i.type in (USER_ID, ALIAS)] + [
+            anonymous_key(i.value) for i in person.identifiers if i.type in (ANONYMOUS_ID, ALIAS)
         ]
         erased = await self._log.erase_keys(log_keys) if log_keys else 0
         self._keys.audit(

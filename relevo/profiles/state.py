@@ -12,19 +12,18 @@ from typing import Any
 from relevo.events.model import Event
 from relevo.profiles.model import Profile, Stamped
 
-# context facts kept on the profile: the name on the profile -> the path in event.context
-CONTEXT_FACTS: dict[str, tuple[str, ...]] = {
-    "device": ("device",),
-    "os": ("os",),
-    "app": ("app",),
-    "user_agent": ("userAgent",),
-    "locale": ("locale",),
-    "timezone": ("timezone",),
-    "ip": ("ip",),
-    "country": ("location", "country"),
-    "city": ("location", "city"),
-    "library": ("library",),
+# context facts kept on the profile: the key in event.context -> the name on the profile
+CONTEXT_FACTS: dict[str, str] = {
+    "device": "device",
+    "os": "os",
+    "app": "app",
+    "userAgent": "user_agent",
+    "locale": "locale",
+    "timezone": "timezone",
+    "ip": "ip",
+    "library": "library",
 }
+LOCATION_FACTS: dict[str, str] = {"country": "country", "city": "city"}
 
 
 def apply_event(profile: Profile, event: Event) -> None:
@@ -50,10 +49,16 @@ def apply_event(profile: Profile, event: Event) -> None:
 
     for purpose, granted in consent_of(event.context).items():
         _stamp(profile.consent, purpose, Stamped(granted, at, event.message_id))
-    for fact, path in CONTEXT_FACTS.items():
-        value = _dig(event.context, path)
-        if value is not None and value not in ("", {}):
+    for key, value in event.context.items():
+        fact = CONTEXT_FACTS.get(key)
+        if fact is not None and value is not None and value not in ("", {}):
             _stamp(profile.context, fact, Stamped(value, at, event.message_id))
+    location = event.context.get("location")
+    if isinstance(location, dict):
+        for key, fact in LOCATION_FACTS.items():
+            value = location.get(key)
+            if value is not None and value != "":
+                _stamp(profile.context, fact, Stamped(value, at, event.message_id))
 
 
 def merge_into(survivor: Profile, merged: Profile) -> None:
@@ -109,12 +114,3 @@ def _stamp(into: dict[str, Stamped], key: str, stamped: Stamped) -> None:
     current = into.get(key)
     if current is None or stamped.newer_than(current):
         into[key] = stamped
-
-
-def _dig(data: dict[str, Any], path: tuple[str, ...]) -> Any:
-    node: Any = data
-    for part in path:
-        if not isinstance(node, dict):
-            return None
-        node = node.get(part)
-    return node

@@ -40,7 +40,6 @@ def from_micros(micros: int) -> datetime:
 class SQLiteTransaction:
     def __init__(self, conn: sqlite3.Connection) -> None:
         self._conn = conn
-        self._identifiers: dict[str, list[Identifier]] = {}
 
     def profile_of(self, identifier: Identifier) -> str | None:
         row = self._conn.execute(
@@ -49,13 +48,10 @@ class SQLiteTransaction:
         return row[0] if row else None
 
     def identifiers_of(self, profile_id: str) -> list[Identifier]:
-        cached = self._identifiers.get(profile_id)
-        if cached is None:
-            rows = self._conn.execute(
-                "SELECT type, value FROM identities WHERE profile_id = ?", (profile_id,)
-            ).fetchall()
-            cached = self._identifiers[profile_id] = [Identifier(t, v) for t, v in rows]
-        return cached
+        rows = self._conn.execute(
+            "SELECT type, value FROM identities WHERE profile_id = ?", (profile_id,)
+        ).fetchall()
+        return [Identifier(t, v) for t, v in rows]
 
     def load(self, profile_id: str) -> Profile | None:
         row = self._conn.execute(
@@ -63,12 +59,13 @@ class SQLiteTransaction:
         ).fetchone()
         return decode_profile(row[0]) if row else None
 
-    def save(self, profile: Profile) -> None:
-        self._conn.execute(
+    def save(self, profiles: list[Profile]) -> None:
+        now = datetime.now(UTC).isoformat()
+        self._conn.executemany(
             "INSERT INTO profiles (id, state, merged_into, updated_at) VALUES (?, ?, NULL, ?)"
             " ON CONFLICT (id) DO UPDATE SET state = excluded.state,"
             " updated_at = excluded.updated_at",
-            (profile.id, encode_profile(profile), datetime.now(UTC).isoformat()),
+            [(p.id, encode_profile(p), now) for p in profiles],
         )
 
     def link(self, identifier: Identifier, profile_id: str, at: datetime) -> None:
@@ -76,7 +73,6 @@ class SQLiteTransaction:
             "INSERT INTO identities (type, value, profile_id, linked_at) VALUES (?, ?, ?, ?)",
             (identifier.type, identifier.value, profile_id, at.isoformat()),
         )
-        self.identifiers_of(profile_id).append(identifier)
 
     def absorb(self, survivor: str, merged: str) -> None:
         conn = self._conn
@@ -91,12 +87,11 @@ class SQLiteTransaction:
             "UPDATE profiles SET state = NULL, merged_into = ?, updated_at = ? WHERE id = ?",
             (survivor, datetime.now(UTC).isoformat(), merged),
         )
-        self.identifiers_of(survivor).extend(self._identifiers.pop(merged, []))
 
-    def append_timeline(self, profile_id: str, entries: list[TimelineEntry]) -> None:
+    def append_timeline(self, entries: list[tuple[str, TimelineEntry]]) -> None:
         self._conn.executemany(
             "INSERT INTO timeline (profile_id, at, message_id, payload) VALUES (?, ?, ?, ?)",
-            [(profile_id, to_micros(e.at), e.message_id, e.payload) for e in entries],
+            [(pid, to_micros(e.at), e.message_id, e.payload) for pid, e in entries],
         )
 
     def trim_timeline(self, profile_id: str, keep: int) -> int:
@@ -156,6 +151,7 @@ class SQLiteStore:
         # state can be rebuilt from the event log, and offsets commit with it, so NORMAL is
         # safe here: a power loss rolls both back together and the log replays the rest
         self._writer = sqlite_db.connect(self.path, synchronous="NORMAL")
+        self._checkpointer = sqlite_db.Checkpointer(self.path, synchronous="NORMAL")
         self._write_lock = threading.Lock()
         self._local = threading.local()
         self._readers: list[sqlite3.Connection] = []
@@ -211,17 +207,17 @@ class SQLiteStore:
         return [Identifier(t, v) for t, v in rows]
 
     def timeline(
-        self, profile_id: str, *, before: tuple[int, str] | None, limit: int
+        self, profile_id: str, *, before: tuple[int, str, int] | None, limit: int
     ) -> list[TimelineEntry]:
-        sql = "SELECT at, message_id, payload FROM timeline WHERE profile_id = ?"
+        sql = "SELECT at, message_id, payload, rowid FROM timeline WHERE profile_id = ?"
         params: list[Any] = [profile_id]
         if before is not None:
-            sql += " AND (at, message_id) < (?, ?)"
+            sql += " AND (at, message_id, rowid) < (?, ?, ?)"
             params.extend(before)
-        sql += " ORDER BY at DESC, message_id DESC LIMIT ?"
+        sql += " ORDER BY at DESC, message_id DESC, rowid DESC LIMIT ?"
         params.append(limit)
         rows = self._reader().execute(sql, params).fetchall()
-        return [TimelineEntry(from_micros(at), mid, payload) for at, mid, payload in rows]
+        return [TimelineEntry(from_micros(at), mid, payload, seq) for at, mid, payload, seq in rows]
 
     def journal_of(self, profile_id: str) -> list[JournalEntry]:
         rows = self._reader().execute(
@@ -334,6 +330,7 @@ class SQLiteStore:
         )
 
     def close(self) -> None:
+        self._checkpointer.close()
         for conn in self._readers:
             conn.close()
         self._writer.close()

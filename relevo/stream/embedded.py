@@ -44,6 +44,12 @@ CREATE TABLE IF NOT EXISTS dedup (
     seen_at REAL NOT NULL
 ) WITHOUT ROWID;
 CREATE INDEX IF NOT EXISTS dedup_seen_at ON dedup (seen_at);
+-- the end of each partition as of its last erasure: erasing a partition's last rows must not
+-- let a restarted log hand their offsets out again (a consumer already committed past them)
+CREATE TABLE IF NOT EXISTS ends (
+    partition INTEGER PRIMARY KEY,
+    "offset" INTEGER NOT NULL
+);
 """
 
 PURGE_EVERY_SECONDS = 60.0
@@ -96,7 +102,9 @@ class EmbeddedLog:
         self._clock = clock
         self._window = dedup_window_seconds
         self._same_payload = same_payload
-        self._conn = sqlite_db.connect(path, synchronous="FULL" if sync else "NORMAL")
+        synchronous = "FULL" if sync else "NORMAL"
+        self._conn = sqlite_db.connect(path, synchronous=synchronous)
+        self._checkpointer = sqlite_db.Checkpointer(path, synchronous=synchronous)
         self._conn.executescript(SCHEMA)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._appended = threading.Condition()
@@ -114,7 +122,9 @@ class EmbeddedLog:
         ends = dict.fromkeys(range(self.partitions), 0)
         for partition in range(self.partitions):
             row = self._conn.execute(
-                'SELECT max("offset") FROM log WHERE partition = ?', (partition,)
+                'SELECT max(coalesce((SELECT max("offset") FROM log WHERE partition = ?1), 0),'
+                ' coalesce((SELECT "offset" FROM ends WHERE partition = ?1), 0))',
+                (partition,),
             ).fetchone()
             ends[partition] = row[0] or 0
         return ends
@@ -214,6 +224,10 @@ class EmbeddedLog:
         seq = self._next_seq
         for job in jobs:
             if job.erase_keys:
+                conn.executemany(
+                    'INSERT OR REPLACE INTO ends (partition, "offset") VALUES (?, ?)',
+                    list({**self._ends, **ends}.items()),
+                )
                 results.append(self._erase(conn, job.erase_keys))
                 continue
             accepted = duplicates = conflicts = 0
@@ -295,6 +309,7 @@ class EmbeddedLog:
             self._thread = None
         with self._appended:
             self._appended.notify_all()
+        self._checkpointer.close()
         for conn in self._readers:
             conn.close()
         self._conn.close()
