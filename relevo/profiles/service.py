@@ -42,12 +42,10 @@ class Erasure:
     log_events_erased: int
 
 
-ALIASABLE = (ANONYMOUS_ID, USER_ID)  # what an alias's previousId may have been
-
-
 def _aliased_as(identifiers: list[Identifier]) -> list[Identifier]:
-    """An alias's previousId as the anonymous or user id it was (suppressed like them)."""
-    return [Identifier(t, i.value) for i in identifiers if i.type == ALIAS for t in ALIASABLE]
+    """An alias's previousId as the anonymous id it stands for: the resolver routes that
+    anonymous id's events to the alias's profile (never a user id's: see profiles.identity)."""
+    return [Identifier(ANONYMOUS_ID, i.value) for i in identifiers if i.type == ALIAS]
 
 
 def parse_ref(ref: str) -> str | Identifier:
@@ -138,7 +136,7 @@ class ProfileService:
             return person
 
         person: ErasedPerson = await asyncio.wrap_future(self._on_writer(erase_on_writer))
-        log_keys = [user_key(i.value) for i in person.identifiers if i.type in (USER_ID, ALIAS)] + [
+        log_keys = [user_key(i.value) for i in person.identifiers if i.type == USER_ID] + [
             anonymous_key(i.value) for i in person.identifiers if i.type in (ANONYMOUS_ID, ALIAS)
         ]
         erased = await self._log.erase_keys(log_keys) if log_keys else 0

@@ -53,6 +53,7 @@ CREATE TABLE IF NOT EXISTS ends (
 """
 
 PURGE_EVERY_SECONDS = 60.0
+SEQUENCE_END = -1  # the row of the ends table that keeps the last sequence number
 MAX_ITEMS_PER_COMMIT = 20_000
 
 
@@ -113,8 +114,12 @@ class EmbeddedLog:
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._ends = self._load_ends()
-        last = self._conn.execute("SELECT max(seq) FROM log").fetchone()[0]
-        self._next_seq = (last or 0) + 1
+        last = self._conn.execute(
+            'SELECT max(coalesce((SELECT max(seq) FROM log), 0),'
+            ' coalesce((SELECT "offset" FROM ends WHERE partition = ?), 0))',
+            (SEQUENCE_END,),
+        ).fetchone()[0]
+        self._next_seq = last + 1
         self._last_purge = 0.0
         self._thread: threading.Thread | None = None
 
@@ -224,9 +229,11 @@ class EmbeddedLog:
         seq = self._next_seq
         for job in jobs:
             if job.erase_keys:
+                # the pseudo-partition -1 keeps the last sequence number: dedup rows point at
+                # sequence numbers, so an erased one must not be handed out again either
                 conn.executemany(
                     'INSERT OR REPLACE INTO ends (partition, "offset") VALUES (?, ?)',
-                    list({**self._ends, **ends}.items()),
+                    [*{**self._ends, **ends}.items(), (SEQUENCE_END, seq - 1)],
                 )
                 results.append(self._erase(conn, job.erase_keys))
                 continue
@@ -237,7 +244,9 @@ class EmbeddedLog:
                     hit = seen.get(dedup_id)
                     if hit is not None and now - hit[1] < self._window:
                         duplicates += 1
-                        if not self._same_payload(self._payload(conn, hit), item.payload):
+                        first = self._payload(conn, hit)
+                        # an erased first event cannot be compared: no conflict is claimed
+                        if first is not None and not self._same_payload(first, item.payload):
                             conflicts += 1
                         continue
                     seen[dedup_id] = (seq, now, item.payload)
@@ -260,11 +269,11 @@ class EmbeddedLog:
         return results, ends
 
     @staticmethod
-    def _payload(conn: sqlite3.Connection, hit: tuple[int, float, bytes | None]) -> bytes:
+    def _payload(conn: sqlite3.Connection, hit: tuple[int, float, bytes | None]) -> bytes | None:
         if hit[2] is not None:
             return hit[2]
         row = conn.execute("SELECT payload FROM log WHERE seq = ?", (hit[0],)).fetchone()
-        return bytes(row[0]) if row else b""
+        return bytes(row[0]) if row else None
 
     @staticmethod
     def _erase(conn: sqlite3.Connection, keys: list[str]) -> int:

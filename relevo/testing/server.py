@@ -71,14 +71,15 @@ class RelevoServer:
         return done.stdout.strip().splitlines()[-1]
 
     def start(self, timeout: float = 20.0) -> None:
-        log = self._log.open("ab")
-        self._process = subprocess.Popen(
-            self._command("serve", "--port", str(self.port)),
-            env=self._env,
-            cwd=self.directory,
-            stdout=log,
-            stderr=log,
-        )
+        # the child inherits the descriptor; the parent's copy is closed right after the spawn
+        with self._log.open("ab") as log:
+            self._process = subprocess.Popen(
+                self._command("serve", "--port", str(self.port)),
+                env=self._env,
+                cwd=self.directory,
+                stdout=log,
+                stderr=log,
+            )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self._process.poll() is not None:

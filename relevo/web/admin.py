@@ -80,6 +80,7 @@ async def put_source(request: Request) -> Response:
     services = request.app.state.services
     source = Source(request.path_params["name"], ask.allowed_origins)
     services.store.upsert_source(source)
+    services.keys.forget_cached()  # write keys cache their source: narrowing applies at once
     services.store.audit(services.clock.now(), admin.id, "source.put", source.name, asdict(source))
     return JSONResponse(asdict(source))
 
