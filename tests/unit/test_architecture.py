@@ -1,0 +1,65 @@
+"""The one-way import rule: domain packages know no web framework, driver or adapter."""
+
+from __future__ import annotations
+
+import ast
+from pathlib import Path
+
+import pytest
+
+PACKAGE = Path(__file__).resolve().parents[2] / "relevo"
+
+# pure domain modules: the event model, identity and profile state
+PURE = [
+    *sorted((PACKAGE / "events").glob("*.py")),
+    *(
+        PACKAGE / "profiles" / name
+        for name in ("identifiers.py", "identity.py", "model.py", "state.py", "suppression.py")
+    ),
+]
+FORBIDDEN = (
+    "starlette",
+    "uvicorn",
+    "click",
+    "httpx",
+    "sqlite3",
+    "psycopg",
+    "redis",
+    "nats",
+    "prometheus_client",
+    "anyio",
+    "relevo.web",
+    "relevo.cli",
+    "relevo.store",
+    "relevo.stream",
+    "relevo.pipeline",
+    "relevo.collect",
+)
+
+
+def imports_of(path: Path) -> set[str]:
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+    return found
+
+
+@pytest.mark.parametrize("path", PURE, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_domain_modules_import_no_adapter(path: Path) -> None:
+    bad = {
+        name
+        for name in imports_of(path)
+        if any(name == f or name.startswith(f + ".") for f in FORBIDDEN)
+    }
+    assert not bad, f"{path.name} imports {sorted(bad)}"
+
+
+def test_only_the_web_package_knows_status_codes() -> None:
+    # the CLI and the test helpers are HTTP clients, so they may read a response's status
+    for path in PACKAGE.rglob("*.py"):
+        if {"web", "cli", "testing"} & set(path.relative_to(PACKAGE).parts):
+            continue
+        assert "status_code" not in path.read_text(), path
