@@ -15,8 +15,105 @@ def bench() -> None:
 @click.option("--batch", type=int, default=100, help="Events per HTTP request.")
 @click.option("--connections", type=int, default=8, help="Concurrent HTTP connections.")
 @click.option("--out", default="bench/results/ingest.json", help="Where to write the JSON.")
-def ingest(events: int, batch: int, connections: int, out: str) -> None:
+@click.option(
+    "--rate",
+    type=float,
+    default=None,
+    help="Events/s of the paced load during the freshness run (default: half the measured "
+    "end-to-end rate).",
+)
+@click.option(
+    "--seconds",
+    type=float,
+    default=10.0,
+    help="Length of the freshness run (stretched to leave room for at least --probes probes).",
+)
+@click.option("--profiles", type=int, default=20_000, help="Distinct people in the workload.")
+@click.option(
+    "--client",
+    type=click.Choice(["raw", "httpx"]),
+    default="raw",
+    help="HTTP client of the load generator.",
+)
+@click.option("--probes", type=int, default=200, help="Least number of freshness probes.")
+@click.option("--probe-interval-ms", type=float, default=20.0, help="Time between probes.")
+@click.option("--poll-interval-ms", type=float, default=1.0, help="Pause between profile polls.")
+@click.option("--seed", type=int, default=1, help="Seed of the generated workload.")
+@click.option(
+    "--ceiling/--no-ceiling",
+    default=True,
+    help="Measure the load generator against a trivial HTTP sink first.",
+)
+@click.option(
+    "--profile",
+    "profile_dir",
+    default=None,
+    help="Record the server with py-spy into this directory (needs py-spy installed).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    default=None,
+    help="Directory for the server's files (default: a temporary one, removed afterwards).",
+)
+@click.option(
+    "--quiet-wait",
+    type=float,
+    default=60.0,
+    help="Seconds to wait at most for idle CPUs before measuring the server.",
+)
+@click.option(
+    "--env",
+    "server_env",
+    multiple=True,
+    metavar="NAME=VALUE",
+    help="An environment variable for the server, e.g. RELEVO_LOG_SYNC=false (repeatable).",
+)
+def ingest(
+    events: int,
+    batch: int,
+    connections: int,
+    out: str,
+    rate: float | None,
+    seconds: float,
+    profiles: int,
+    client: str,
+    probes: int,
+    probe_interval_ms: float,
+    poll_interval_ms: float,
+    seed: int,
+    ceiling: bool,
+    profile_dir: str | None,
+    directory: str | None,
+    quiet_wait: float,
+    server_env: tuple[str, ...],
+) -> None:
     """Durable ingest over HTTP and processing into profiles, end to end; freshness."""
     from bench.ingest import run
 
-    run(events=events, batch=batch, connections=connections, out=out)
+    env = {}
+    for item in server_env:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--env")
+        env[name] = value
+
+    run(
+        events=events,
+        batch=batch,
+        connections=connections,
+        out=out,
+        rate=rate,
+        seconds=seconds,
+        profiles=profiles,
+        client="httpx" if client == "httpx" else "raw",
+        probes=probes,
+        probe_interval_ms=probe_interval_ms,
+        poll_interval_ms=poll_interval_ms,
+        seed=seed,
+        ceiling=ceiling,
+        profile_dir=profile_dir,
+        directory=directory,
+        quiet_wait=quiet_wait,
+        server_env=env,
+    )
