@@ -62,6 +62,30 @@ class Settings(BaseSettings):
         50, description="Most identifiers of a type not named in identity_limits."
     )
 
+    # segments and computed traits
+    definitions_dir: str | None = Field(
+        None,
+        description="Directory with segments/*.yaml and computed_traits.yaml, loaded at start.",
+    )
+    segment_recheck_seconds: int = Field(
+        3600, description="How often a segment using now() is evaluated again without events."
+    )
+
+    # destinations
+    outbound_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="Internal hosts or addresses destinations may reach (SSRF allowlist).",
+    )
+    delivery_retry_base_seconds: float = Field(
+        2.0, description="Backoff ceiling after a destination's first failure (full jitter)."
+    )
+    delivery_retry_max_seconds: float = Field(
+        900.0, description="Cap on the backoff between delivery attempts."
+    )
+    delivery_retry_budget_seconds: float = Field(
+        4 * 3600.0, description="How long a delivery is retried before it is stored as failed."
+    )
+
     log_level: str = Field("INFO", description="Log level of the JSON logs.")
 
     @classmethod

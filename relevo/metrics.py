@@ -49,6 +49,24 @@ class Metrics:
         self.identity_merges = Counter(
             "relevo_identity_merges", "Profile merges, by outcome.", ["outcome"], registry=r
         )
+        self.segment_changes = Counter(
+            "relevo_segment_changes",
+            "Segment memberships entered or exited.",
+            ["change"],
+            registry=r,
+        )
+        self.deliveries = Counter(
+            "relevo_deliveries",
+            "Destination deliveries by outcome (delivered, retried, failed, no_consent).",
+            ["destination", "outcome"],
+            registry=r,
+        )
+        self.delivery_latency = Histogram(
+            "relevo_delivery_latency_seconds",
+            "From the effect (segment change, event) to its successful delivery.",
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+            registry=r,
+        )
         self.processing_lag = Gauge(
             "relevo_processing_lag_events",
             "Events in the log not yet applied to profiles.",

@@ -2,15 +2,24 @@
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
 
 from relevo._clock import Clock, SystemClock
+from relevo.channels.retry import RetryPolicy
+from relevo.channels.ssrf import OutboundPolicy
 from relevo.collect.service import CollectService
 from relevo.config import Settings
+from relevo.destinations.dispatch import Dispatcher
+from relevo.destinations.service import DestinationService
 from relevo.keys import KeyRing
 from relevo.metrics import Metrics
 from relevo.pipeline.processor import Processor
+from relevo.profiles import computed
 from relevo.profiles.service import ProfileService
+from relevo.segments.service import SegmentService
 from relevo.store.registry import open_store
 from relevo.store.sqlite import SQLiteStore
 from relevo.stream.base import EventLog
@@ -28,6 +37,16 @@ class Services:
     processor: Processor
     collect: CollectService
     profiles: ProfileService
+    segments: SegmentService
+    destinations: DestinationService
+
+    def dispatcher(self) -> Dispatcher:
+        retry = RetryPolicy(
+            base_delay=timedelta(seconds=self.settings.delivery_retry_base_seconds),
+            max_delay=timedelta(seconds=self.settings.delivery_retry_max_seconds),
+            max_age=timedelta(seconds=self.settings.delivery_retry_budget_seconds),
+        )
+        return Dispatcher(self.store, self.destinations, self.clock, self.metrics, retry)
 
     def start(self, *, process: bool = True) -> None:
         """Open the log for appends and, unless told not to, start the processor."""
@@ -41,6 +60,20 @@ class Services:
         self.store.close()
 
 
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    hosts = [h for h in settings.outbound_allow_hosts if not _is_network(h)]
+    networks = [h for h in settings.outbound_allow_hosts if _is_network(h)]
+    return OutboundPolicy.from_strings(hosts, networks)
+
+
+def _is_network(text: str) -> bool:
+    try:
+        ipaddress.ip_network(text, strict=False)
+    except ValueError:
+        return False
+    return True
+
+
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     metrics = Metrics()
@@ -49,6 +82,17 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     log = open_log(settings, clock)
     keys = KeyRing(store, clock)
     processor = Processor(store, log, settings, clock, metrics)
+    destinations = DestinationService(store, clock, outbound_policy(settings))
+    segments = SegmentService(
+        store,
+        processor,
+        clock,
+        timedelta(seconds=settings.segment_recheck_seconds),
+        processor.call,
+        destinations.event_routes,
+    )
+    destinations.on_change = segments.reload
+    segments.load(Path(settings.definitions_dir) if settings.definitions_dir else None)
     return Services(
         settings=settings,
         clock=clock,
@@ -58,5 +102,15 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         keys=keys,
         processor=processor,
         collect=CollectService(settings, log, keys, clock, metrics),
-        profiles=ProfileService(store, store, log, clock, processor.call, processor.suppress),
+        profiles=ProfileService(
+            store,
+            store,
+            log,
+            clock,
+            processor.call,
+            processor.suppress,
+            lambda profile: computed.values(segments.computed_traits, profile, clock.now()),
+        ),
+        segments=segments,
+        destinations=destinations,
     )

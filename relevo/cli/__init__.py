@@ -6,6 +6,7 @@ import click
 
 from relevo import __version__
 from relevo.cli.bench import bench
+from relevo.cli.deliveries import deliveries
 from relevo.cli.keys import keys
 from relevo.cli.serve import demo, serve
 
@@ -20,6 +21,7 @@ cli.add_command(serve)
 cli.add_command(demo)
 cli.add_command(keys)
 cli.add_command(bench)
+cli.add_command(deliveries)
 
 
 def main() -> None:

@@ -69,6 +69,11 @@ def bench() -> None:
     metavar="NAME=VALUE",
     help="An environment variable for the server, e.g. RELEVO_LOG_SYNC=false (repeatable).",
 )
+@click.option(
+    "--pin-server/--share-cores",
+    default=False,
+    help="Pin the server to CPU 0 (default: it shares both cores with the load generator).",
+)
 def ingest(
     events: int,
     batch: int,
@@ -87,6 +92,7 @@ def ingest(
     directory: str | None,
     quiet_wait: float,
     server_env: tuple[str, ...],
+    pin_server: bool,
 ) -> None:
     """Durable ingest over HTTP and processing into profiles, end to end; freshness."""
     from bench.ingest import run
@@ -116,4 +122,5 @@ def ingest(
         directory=directory,
         quiet_wait=quiet_wait,
         server_env=env,
+        pin_server=pin_server,
     )

@@ -10,6 +10,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
+from relevo._gc import tune_for_server
 from relevo.cli.context import settings_from, store_option
 from relevo.config import Settings
 from relevo.logs import configure_logging
@@ -19,6 +20,7 @@ from relevo.web.app import create_app
 def _server(settings: Settings) -> tuple[uvicorn.Server, Starlette]:
     configure_logging(settings.log_level)
     app = create_app(settings)
+    tune_for_server()
     config = uvicorn.Config(
         app,
         host=settings.host,

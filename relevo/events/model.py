@@ -16,7 +16,8 @@ EventType = Literal["track", "identify", "page", "screen", "group", "alias"]
 EVENT_TYPES: frozenset[str] = frozenset({"track", "identify", "page", "screen", "group", "alias"})
 
 
-class Event(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel"):
+# gc=False: events never take part in reference cycles, so the collector need not track them
+class Event(msgspec.Struct, kw_only=True, omit_defaults=True, rename="camel", gc=False):
     type: EventType
     message_id: str
     source: str

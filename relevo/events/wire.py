@@ -14,7 +14,7 @@ Id = str | int | None
 Obj = dict[str, Any] | None
 
 
-class WireEvent(msgspec.Struct, kw_only=True, rename="camel"):
+class WireEvent(msgspec.Struct, kw_only=True, rename="camel", gc=False):
     type: str | None = None
     message_id: Id = None
     anonymous_id: Id = None

@@ -18,6 +18,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from relevo._clock import Clock
@@ -25,12 +26,13 @@ from relevo.config import Settings
 from relevo.events.model import Event, decode_event
 from relevo.metrics import Metrics
 from relevo.pipeline.memo import MemoView, StateMemo
+from relevo.pipeline.qualify import Definitions, Qualification, Qualifier, outbox_row
 from relevo.profiles.identifiers import identifiers_of
 from relevo.profiles.identity import Resolution, resolve
 from relevo.profiles.model import Profile
 from relevo.profiles.state import apply_event, merge_into
 from relevo.profiles.suppression import suppression_hash
-from relevo.store.base import JournalEntry, ProfileStore, StateTransaction, TimelineEntry
+from relevo.store.base import JournalEntry, ProcessorStore, StateTransaction, TimelineEntry
 from relevo.stream.base import EventLog, Record
 
 log = logging.getLogger(__name__)
@@ -38,6 +40,20 @@ log = logging.getLogger(__name__)
 IDLE_WAIT_SECONDS = 0.05
 TRIM_SLACK = 1.1  # trim a timeline once it is 10% over its limit, not on every event
 MEMO_CAPACITY = 200_000  # profiles (and as many identifiers) remembered between cycles
+DEFAULT_RECHECK = timedelta(hours=1)
+TIMERS_PER_CYCLE = 1000
+BACKFILL_CHUNK = 500
+
+
+@dataclass
+class Backfill:
+    """Progress of evaluating a new or changed segment over the existing profiles."""
+
+    name: str
+    version: str
+    cursor: str | None = None
+    done: int = 0
+    finished: bool = False
 
 
 def new_profile_id(event: Event) -> str:
@@ -51,7 +67,9 @@ class _Cycle:
     """What one transaction has loaded and changed, written back at its end."""
 
     view: MemoView
+    now: datetime
     profiles: dict[str, Profile] = field(default_factory=dict)
+    qualified: Qualification = field(default_factory=Qualification)
     timeline: list[tuple[str, TimelineEntry]] = field(default_factory=list)
     merges: int = 0
     refusals: int = 0
@@ -74,7 +92,7 @@ class _Cycle:
 class Processor:
     def __init__(
         self,
-        store: ProfileStore,
+        store: ProcessorStore,
         log_: EventLog,
         settings: Settings,
         clock: Clock,
@@ -89,6 +107,8 @@ class Processor:
         self._memo = StateMemo(MEMO_CAPACITY)
         # between cycles the memo is only valid if nobody else writes the store
         self._keep_memo = not store.capabilities.shared_between_processes
+        self._qualifier = Qualifier(Definitions.build([], [], DEFAULT_RECHECK))
+        self._backfills: dict[str, Backfill] = {}
         self._offsets: dict[int, int] = {}
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]]
         self._commands = queue.SimpleQueue()
@@ -141,8 +161,17 @@ class Processor:
                 log.exception("processor cycle failed")
                 self._stop.wait(1.0)
                 continue
-            if applied == 0:
+            if applied == 0 and self._run_backfill_safely() == 0:
                 self._log.wait(self._offsets, IDLE_WAIT_SECONDS)
+
+    def _run_backfill_safely(self) -> int:
+        try:
+            return self.run_backfill()
+        except Exception:  # process boundary: a failing backfill must not stop processing
+            self._memo.clear()
+            log.exception("segment backfill failed; it will be retried")
+            self._stop.wait(1.0)
+            return 0
 
     def _run_commands(self) -> None:
         while True:
@@ -166,7 +195,7 @@ class Processor:
             for p in range(self._log.partitions)
         ]
         records = [r for batch in batches for r in batch]
-        if not records:
+        if not records and not self._timers_due():
             return 0
         try:
             self._apply(records)
@@ -182,7 +211,8 @@ class Processor:
         if not self._keep_memo:
             self._memo.clear()
         with self._store.transaction() as tx:
-            cycle = _Cycle(MemoView(tx, self._memo))
+            cycle = _Cycle(MemoView(tx, self._memo), self._clock.now())
+            self._run_timers(cycle)
             for record in records:
                 event = decode_event(record.payload)
                 if self._apply_event(cycle, event, record.payload):
@@ -229,6 +259,9 @@ class Processor:
         profile = cycle.profile(resolution.profile_id, event, resolution.created)
         self._join(cycle, profile, resolution, event)
         apply_event(profile, event)
+        self._qualifier.on_event(
+            profile, event, payload, cycle.now, cycle.qualified, merged=bool(resolution.merges)
+        )
         cycle.timeline.append(
             (profile.id, TimelineEntry(event.timestamp, event.message_id, payload))
         )
@@ -241,6 +274,7 @@ class Processor:
         for step in resolution.merges:
             merged = cycle.profile(step.merged, event, created=False)
             merge_into(profile, merged)
+            self._qualifier.on_merged_away(merged, cycle.now, cycle.qualified)
             cycle.timeline = [
                 (profile.id if pid == merged.id else pid, entry) for pid, entry in cycle.timeline
             ]
@@ -285,9 +319,18 @@ class Processor:
             if profile.timeline_size > limit * TRIM_SLACK:
                 profile.timeline_size -= cycle.tx.trim_timeline(profile.id, limit)
         cycle.tx.save(list(cycle.profiles.values()))
+        qualified = cycle.qualified
+        if qualified.changes:
+            cycle.tx.write_memberships(qualified.changes)
+        if qualified.changes or qualified.events:
+            cycle.tx.append_outbox([*(outbox_row(c) for c in qualified.changes), *qualified.events])
+        if qualified.timers:
+            cycle.tx.set_timers(qualified.timers)
 
     def _count(self, applied: int, suppressed: int, cycle: _Cycle) -> None:
         m = self._metrics
+        for change in cycle.qualified.changes:
+            m.segment_changes.labels("entered" if change.entered else "exited").inc()
         if applied:
             m.events_processed.inc(applied)
         if suppressed:
@@ -296,6 +339,62 @@ class Processor:
             m.identity_merges.labels("merged").inc(cycle.merges)
         if cycle.refusals:
             m.identity_merges.labels("refused").inc(cycle.refusals)
+
+    # -- segments -------------------------------------------------------------------------------
+
+    def reload(self, definitions: Definitions, backfill: dict[str, str]) -> None:
+        """Swap the definitions (on the processor thread, through ``call``) and start a
+        backfill of each named segment (name -> version) over the existing profiles."""
+        self._qualifier = Qualifier(definitions)
+        for name in list(self._backfills):
+            if name not in definitions.index.segments:
+                del self._backfills[name]
+        for name, version in backfill.items():
+            self._backfills[name] = Backfill(name, version)
+
+    def backfills(self) -> dict[str, Backfill]:
+        return dict(self._backfills)
+
+    def _timers_due(self) -> bool:
+        if not self._qualifier.definitions.index.timed:
+            return False
+        due = self._store.next_timer_at()
+        return due is not None and due <= self._clock.now()
+
+    def _run_timers(self, cycle: _Cycle) -> None:
+        if not self._qualifier.definitions.index.timed:
+            return
+        for profile_id in cycle.tx.due_timers(cycle.now, TIMERS_PER_CYCLE):
+            profile = cycle.profiles.get(profile_id) or cycle.view.profile(profile_id)
+            if profile is None:  # erased or merged away since
+                cycle.qualified.timers[profile_id] = None
+                continue
+            cycle.profiles[profile_id] = profile
+            self._qualifier.on_timer(profile, cycle.now, cycle.qualified)
+
+    def run_backfill(self, limit: int = BACKFILL_CHUNK) -> int:
+        """Evaluate the next chunk of profiles for the segments being backfilled."""
+        if not self._backfills:
+            return 0
+        job = next(iter(self._backfills.values()))
+        ids = self._store.profile_ids(job.cursor, limit)
+        if not ids:
+            self._store.mark_backfilled(job.name, job.version)
+            job.finished = True
+            del self._backfills[job.name]
+            return 0
+        with self._store.transaction() as tx:
+            cycle = _Cycle(MemoView(tx, self._memo), self._clock.now())
+            for profile_id in ids:
+                profile = cycle.view.profile(profile_id)
+                if profile is not None:
+                    cycle.profiles[profile_id] = profile
+                    self._qualifier.on_backfill(profile, {job.name}, cycle.now, cycle.qualified)
+            self._write_back(cycle)
+        job.cursor = ids[-1]
+        job.done += len(ids)
+        self._count(0, 0, cycle)
+        return len(ids)
 
     # -- erasure --------------------------------------------------------------------------------
 

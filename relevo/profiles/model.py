@@ -7,8 +7,10 @@ from typing import Any
 
 import msgspec
 
+from relevo.profiles.computed_state import TraitState
 
-class Stamped(msgspec.Struct, array_like=True):
+
+class Stamped(msgspec.Struct, array_like=True, gc=False):  # no cycles: untracked by the GC
     """A value with the event time and the event that set it (last write wins by ``at``)."""
 
     value: Any
@@ -34,6 +36,8 @@ class Profile(msgspec.Struct, kw_only=True):
     events_applied: int = 0
     timeline_size: int = 0
     merged_from: list[str] = msgspec.field(default_factory=list)
+    segments: dict[str, datetime] = msgspec.field(default_factory=dict)  # name -> entered at
+    computed: dict[str, TraitState] = msgspec.field(default_factory=dict)  # computed traits
 
     def trait_values(self) -> dict[str, Any]:
         return {name: stamped.value for name, stamped in self.traits.items()}

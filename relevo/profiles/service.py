@@ -7,6 +7,7 @@ import base64
 from collections.abc import Callable
 from concurrent.futures import Future
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import anyio.to_thread
@@ -28,6 +29,8 @@ class ProfileView:
     profile: Profile
     identifiers: list[Identifier]
     journal: list[JournalEntry]
+    segments: dict[str, datetime]
+    computed: dict[str, Any]
 
 
 @dataclass(frozen=True)
@@ -75,7 +78,9 @@ class ProfileService:
         clock: Clock,
         on_writer: Callable[[Callable[[], Any]], Future[Any]],
         on_suppress: Callable[[list[str]], None],
+        computed_values: Callable[[Profile], dict[str, Any]],
     ) -> None:
+        self._computed_values = computed_values
         self._store = store
         self._keys = keys
         self._log = log
@@ -97,7 +102,11 @@ class ProfileService:
         def read() -> ProfileView:
             profile = self._find(ref)
             return ProfileView(
-                profile, self._store.identifiers(profile.id), self._store.journal_of(profile.id)
+                profile,
+                self._store.identifiers(profile.id),
+                self._store.journal_of(profile.id),
+                self._store.memberships(profile.id),
+                self._computed_values(profile),
             )
 
         return await anyio.to_thread.run_sync(read)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from relevo.events.model import Event
+from relevo.profiles.computed import merge_computed
 from relevo.profiles.model import Profile, Stamped
 
 # context facts kept on the profile: the key in event.context -> the name on the profile
@@ -84,6 +85,7 @@ def merge_into(survivor: Profile, merged: Profile) -> None:
     ):
         for key, stamped in theirs_stamped.items():
             _stamp(mine_stamped, key, stamped)
+    merge_computed(survivor, merged)
     survivor.events_applied += merged.events_applied
     survivor.timeline_size += merged.timeline_size
     survivor.merged_from.extend([merged.id, *merged.merged_from])

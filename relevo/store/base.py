@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,6 +10,7 @@ from typing import Any, ClassVar, Protocol
 
 from relevo.profiles.identifiers import Identifier
 from relevo.profiles.model import Profile
+from relevo.segments.changes import MembershipChange
 
 
 @dataclass(frozen=True)
@@ -59,8 +60,31 @@ class StateTransaction(Protocol):
     def record_failure(
         self, stream: str, partition: int, offset: int, error: str, payload: bytes, at: datetime
     ) -> None: ...
+    def write_memberships(self, changes: list[MembershipChange]) -> None: ...
+    def append_outbox(self, rows: list[OutboxRow]) -> None: ...
+    def set_timers(self, timers: dict[str, datetime | None]) -> None:
+        """Set (or, with None, clear) when each profile's timed segments are due."""
+        ...
+
+    def due_timers(self, now: datetime, limit: int) -> list[str]: ...
     def offsets(self, stream: str) -> dict[int, int]: ...
     def set_offset(self, stream: str, partition: int, offset: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class OutboxRow:
+    at: datetime
+    kind: str  # "segment" | "event"
+    profile_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class StoredSegment:
+    name: str
+    definition: bytes  # JSON of the SegmentDefinition
+    version: str
+    backfilled_version: str | None
 
 
 @dataclass(frozen=True)
@@ -91,7 +115,21 @@ class ProfileStore(Protocol):
         ...
 
     def suppressed(self) -> set[str]: ...
+    def memberships(self, profile_id: str) -> dict[str, datetime]: ...
     def close(self) -> None: ...
+
+
+class SegmentStore(Protocol):
+    def list_segments(self) -> list[StoredSegment]: ...
+    def put_segment(self, segment: StoredSegment, at: datetime) -> None: ...
+    def delete_segment(self, name: str) -> bool: ...
+    def mark_backfilled(self, name: str, version: str) -> None: ...
+    def segment_size(self, name: str) -> int: ...
+    def segment_members(
+        self, name: str, after: str | None, limit: int
+    ) -> list[tuple[str, datetime]]: ...
+    def profile_ids(self, after: str | None, limit: int) -> list[str]: ...
+    def next_timer_at(self) -> datetime | None: ...
 
 
 @dataclass(frozen=True)
@@ -123,3 +161,67 @@ class KeyStore(Protocol):
 def chunks(items: list[Any], size: int) -> Iterator[list[Any]]:
     for start in range(0, len(items), size):
         yield items[start : start + size]
+
+
+@dataclass(frozen=True)
+class OutboxEntry:
+    id: int
+    at: datetime
+    kind: str
+    profile_id: str
+    payload: bytes
+
+
+@dataclass(frozen=True)
+class Delivery:
+    id: int
+    destination: str
+    webhook_id: str
+    profile_id: str
+    payload: bytes
+    attempts: int
+    first_at: datetime
+    next_at: datetime
+    last_error: str | None = None
+
+
+@dataclass(frozen=True)
+class FailedDelivery:
+    id: int
+    destination: str
+    webhook_id: str
+    profile_id: str
+    payload: bytes
+    attempts: int
+    reason: str
+    failed_at: datetime
+
+
+class ProcessorStore(ProfileStore, SegmentStore, Protocol):
+    """What the processor needs: profile state, and segment timers and backfills."""
+
+
+class DeliveryStore(Protocol):
+    """Destinations, the outbox they are fed from, and their delivery queues."""
+
+    def list_destinations(self) -> list[tuple[str, bytes]]: ...
+    def put_destination(self, name: str, definition: bytes, at: datetime) -> None: ...
+    def delete_destination(self, name: str) -> bool: ...
+    def fan_out(
+        self, after: int, limit: int, route: Callable[[OutboxEntry], list[Delivery]]
+    ) -> int:
+        """Turn outbox entries past ``after`` into deliveries, advancing the outbox cursor
+        in the same transaction; returns how many entries were consumed."""
+        ...
+
+    def outbox_cursor(self) -> int: ...
+    def due_deliveries(self, destination: str, now: datetime, limit: int) -> list[Delivery]: ...
+    def delivered(self, delivery_id: int) -> None: ...
+    def reschedule(
+        self, delivery_id: int, attempts: int, next_at: datetime, error: str
+    ) -> None: ...
+    def fail(self, delivery: Delivery, attempts: int, reason: str, at: datetime) -> None: ...
+    def failed_deliveries(
+        self, destination: str | None, after: int, limit: int
+    ) -> list[FailedDelivery]: ...
+    def replay_failed(self, ids: list[int], now: datetime) -> int: ...

@@ -8,7 +8,6 @@ Reads (the profile API) run on per-thread connections and never block the writer
 from __future__ import annotations
 
 import sqlite3
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
@@ -18,23 +17,19 @@ import msgspec
 
 from relevo.profiles.identifiers import Identifier
 from relevo.profiles.model import Profile, decode_profile, encode_profile
-from relevo.store import sqlite_db
+from relevo.segments.changes import MembershipChange
 from relevo.store.base import (
     ApiKey,
     ErasedPerson,
     JournalEntry,
+    OutboxRow,
     Source,
     StoreCapabilities,
+    StoredSegment,
     TimelineEntry,
 )
-
-
-def to_micros(at: datetime) -> int:
-    return int(at.timestamp() * 1_000_000)
-
-
-def from_micros(micros: int) -> datetime:
-    return datetime.fromtimestamp(micros / 1_000_000, UTC)
+from relevo.store.sqlite_deliveries import SQLiteDeliveries
+from relevo.store.timeconv import from_micros, to_micros
 
 
 class SQLiteTransaction:
@@ -127,6 +122,40 @@ class SQLiteTransaction:
             (at.isoformat(), stream, partition, offset, error, payload),
         )
 
+    def write_memberships(self, changes: list[MembershipChange]) -> None:
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO segment_members (segment, profile_id, entered_at)"
+            " VALUES (?, ?, ?)",
+            [(c.segment, c.profile_id, to_micros(c.at)) for c in changes if c.entered],
+        )
+        self._conn.executemany(
+            "DELETE FROM segment_members WHERE segment = ? AND profile_id = ?",
+            [(c.segment, c.profile_id) for c in changes if not c.entered],
+        )
+
+    def append_outbox(self, rows: list[OutboxRow]) -> None:
+        self._conn.executemany(
+            "INSERT INTO outbox (at, kind, profile_id, payload) VALUES (?, ?, ?, ?)",
+            [(r.at.isoformat(), r.kind, r.profile_id, r.payload) for r in rows],
+        )
+
+    def set_timers(self, timers: dict[str, datetime | None]) -> None:
+        self._conn.executemany(
+            "INSERT OR REPLACE INTO segment_timers (profile_id, due_at) VALUES (?, ?)",
+            [(pid, to_micros(due)) for pid, due in timers.items() if due is not None],
+        )
+        self._conn.executemany(
+            "DELETE FROM segment_timers WHERE profile_id = ?",
+            [(pid,) for pid, due in timers.items() if due is None],
+        )
+
+    def due_timers(self, now: datetime, limit: int) -> list[str]:
+        rows = self._conn.execute(
+            "SELECT profile_id FROM segment_timers WHERE due_at <= ? ORDER BY due_at LIMIT ?",
+            (to_micros(now), limit),
+        )
+        return [r[0] for r in rows]
+
     def offsets(self, stream: str) -> dict[int, int]:
         rows = self._conn.execute(
             'SELECT partition, "offset" FROM offsets WHERE stream = ?', (stream,)
@@ -141,43 +170,15 @@ class SQLiteTransaction:
         )
 
 
-class SQLiteStore:
+class SQLiteStore(SQLiteDeliveries):
     """``sqlite:///path.db``: the embedded default."""
 
     capabilities: ClassVar[StoreCapabilities] = StoreCapabilities(shared_between_processes=False)
 
-    def __init__(self, url: str) -> None:
-        self.path = sqlite_db.sqlite_path(url)
-        # state can be rebuilt from the event log, and offsets commit with it, so NORMAL is
-        # safe here: a power loss rolls both back together and the log replays the rest
-        self._writer = sqlite_db.connect(self.path, synchronous="NORMAL")
-        self._checkpointer = sqlite_db.Checkpointer(self.path, synchronous="NORMAL")
-        self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
-
-    def migrate(self) -> None:
-        with self._write_lock:
-            sqlite_db.migrate(self._writer, "sqlite")
-
     @contextmanager
     def transaction(self) -> Iterator[SQLiteTransaction]:
-        with self._write_lock:
-            self._writer.execute("BEGIN IMMEDIATE")
-            try:
-                yield SQLiteTransaction(self._writer)
-            except BaseException:
-                self._writer.execute("ROLLBACK")
-                raise
-            self._writer.execute("COMMIT")
-
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite_db.connect(self.path, synchronous="NORMAL")
-            self._local.conn = conn
-            self._readers.append(conn)
-        return conn
+        with self._immediate() as conn:
+            yield SQLiteTransaction(conn)
 
     def find(self, ref: str | Identifier) -> Profile | None:
         conn = self._reader()
@@ -228,48 +229,109 @@ class SQLiteStore:
         return [JournalEntry(datetime.fromisoformat(r[0]), *r[1:]) for r in rows]
 
     def erase(self, profile_id: str, suppress: list[str], at: datetime) -> ErasedPerson:
-        with self._write_lock:
-            conn = self._writer
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                ids = [profile_id] + [
-                    r[0]
-                    for r in conn.execute(
-                        "SELECT id FROM profiles WHERE merged_into = ?", (profile_id,)
-                    )
-                ]
-                identifiers = [
-                    Identifier(t, v)
-                    for t, v in conn.execute(
-                        "SELECT type, value FROM identities WHERE profile_id = ?", (profile_id,)
-                    )
-                ]
-                marks = ",".join("?" * len(ids))
-                conn.execute(f"DELETE FROM identities WHERE profile_id IN ({marks})", ids)
-                conn.execute(f"DELETE FROM timeline WHERE profile_id IN ({marks})", ids)
-                conn.execute(f"DELETE FROM profiles WHERE id IN ({marks})", ids)
-                conn.execute(
-                    f"DELETE FROM merge_journal WHERE survivor IN ({marks}) OR other IN ({marks})",
-                    ids + ids,
+        with self._immediate() as conn:
+            ids = [profile_id] + [
+                r[0]
+                for r in conn.execute(
+                    "SELECT id FROM profiles WHERE merged_into = ?", (profile_id,)
                 )
-                conn.executemany(
-                    "INSERT OR IGNORE INTO suppressions (hash, at) VALUES (?, ?)",
-                    [(h, at.isoformat()) for h in suppress],
+            ]
+            identifiers = [
+                Identifier(t, v)
+                for t, v in conn.execute(
+                    "SELECT type, value FROM identities WHERE profile_id = ?", (profile_id,)
                 )
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("COMMIT")
+            ]
+            marks = ",".join("?" * len(ids))
+            conn.execute(f"DELETE FROM identities WHERE profile_id IN ({marks})", ids)
+            conn.execute(f"DELETE FROM timeline WHERE profile_id IN ({marks})", ids)
+            conn.execute(f"DELETE FROM profiles WHERE id IN ({marks})", ids)
+            conn.execute(
+                f"DELETE FROM merge_journal WHERE survivor IN ({marks}) OR other IN ({marks})",
+                ids + ids,
+            )
+            for table in (
+                "segment_members",
+                "segment_timers",
+                "outbox",
+                "deliveries",
+                "failed_deliveries",
+            ):
+                conn.execute(f"DELETE FROM {table} WHERE profile_id IN ({marks})", ids)
+            conn.executemany(
+                "INSERT OR IGNORE INTO suppressions (hash, at) VALUES (?, ?)",
+                [(h, at.isoformat()) for h in suppress],
+            )
         return ErasedPerson(ids, identifiers)
 
     def suppressed(self) -> set[str]:
         return {r[0] for r in self._reader().execute("SELECT hash FROM suppressions")}
 
-    # -- keys and sources -------------------------------------------------------------------
+    # -- segments ---------------------------------------------------------------------------
 
-    def _write(self, sql: str, params: Any) -> int:
-        with self._write_lock:
-            return self._writer.execute(sql, params).rowcount
+    def list_segments(self) -> list[StoredSegment]:
+        rows = self._reader().execute(
+            "SELECT name, definition, version, backfilled_version FROM segments ORDER BY name"
+        )
+        return [StoredSegment(n, d.encode(), v, b) for n, d, v, b in rows]
+
+    def put_segment(self, segment: StoredSegment, at: datetime) -> None:
+        self._write(
+            "INSERT INTO segments (name, definition, version, updated_at) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (name) DO UPDATE SET definition = excluded.definition,"
+            " version = excluded.version, updated_at = excluded.updated_at",
+            (segment.name, segment.definition.decode(), segment.version, at.isoformat()),
+        )
+
+    def delete_segment(self, name: str) -> bool:
+        with self._immediate() as conn:
+            deleted = conn.execute("DELETE FROM segments WHERE name = ?", (name,)).rowcount
+            conn.execute("DELETE FROM segment_members WHERE segment = ?", (name,))
+        return deleted > 0
+
+    def mark_backfilled(self, name: str, version: str) -> None:
+        self._write(
+            "UPDATE segments SET backfilled_version = ? WHERE name = ? AND version = ?",
+            (version, name, version),
+        )
+
+    def segment_size(self, name: str) -> int:
+        row = (
+            self._reader()
+            .execute("SELECT count(*) FROM segment_members WHERE segment = ?", (name,))
+            .fetchone()
+        )
+        return int(row[0])
+
+    def segment_members(
+        self, name: str, after: str | None, limit: int
+    ) -> list[tuple[str, datetime]]:
+        rows = self._reader().execute(
+            "SELECT profile_id, entered_at FROM segment_members WHERE segment = ?"
+            " AND profile_id > ? ORDER BY profile_id LIMIT ?",
+            (name, after or "", limit),
+        )
+        return [(pid, from_micros(at)) for pid, at in rows]
+
+    def memberships(self, profile_id: str) -> dict[str, datetime]:
+        rows = self._reader().execute(
+            "SELECT segment, entered_at FROM segment_members WHERE profile_id = ? ORDER BY segment",
+            (profile_id,),
+        )
+        return {segment: from_micros(at) for segment, at in rows}
+
+    def next_timer_at(self) -> datetime | None:
+        row = self._reader().execute("SELECT min(due_at) FROM segment_timers").fetchone()
+        return from_micros(row[0]) if row[0] is not None else None
+
+    def profile_ids(self, after: str | None, limit: int) -> list[str]:
+        rows = self._reader().execute(
+            "SELECT id FROM profiles WHERE merged_into IS NULL AND id > ? ORDER BY id LIMIT ?",
+            (after or "", limit),
+        )
+        return [r[0] for r in rows]
+
+    # -- keys and sources -------------------------------------------------------------------
 
     def create_key(self, key: ApiKey, secret_hash: str) -> None:
         self._write(
@@ -328,12 +390,6 @@ class SQLiteStore:
             "INSERT INTO audit_log (at, actor, action, target, details) VALUES (?, ?, ?, ?, ?)",
             (at.isoformat(), actor, action, target, msgspec.json.encode(details).decode()),
         )
-
-    def close(self) -> None:
-        self._checkpointer.close()
-        for conn in self._readers:
-            conn.close()
-        self._writer.close()
 
 
 def _api_key(row: tuple[Any, ...]) -> ApiKey:

@@ -115,7 +115,7 @@ class EmbeddedLog:
         self._pending_lock = threading.Lock()
         self._ends = self._load_ends()
         last = self._conn.execute(
-            'SELECT max(coalesce((SELECT max(seq) FROM log), 0),'
+            "SELECT max(coalesce((SELECT max(seq) FROM log), 0),"
             ' coalesce((SELECT "offset" FROM ends WHERE partition = ?), 0))',
             (SEQUENCE_END,),
         ).fetchone()[0]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -18,7 +19,7 @@ from relevo.config import Settings
 from relevo.errors import RelevoError
 from relevo.metrics import Metrics
 from relevo.services import Services, build_services
-from relevo.web import admin, collect, ops, profiles
+from relevo.web import admin, collect, destinations, ops, profiles, segments
 from relevo.web.errors import http_error_handler, relevo_error_handler, unexpected_error_handler
 from relevo.web.json import JSONResponse
 from relevo.web.openapi import openapi_document
@@ -67,11 +68,15 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services.start(process=process)
+        dispatcher = services.dispatcher()
+        dispatching = asyncio.create_task(dispatcher.run(), name="relevo-dispatcher")
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
+            dispatcher.stop()
+            await dispatching
             services.close()
 
     async def openapi(request: Request) -> Response:
@@ -81,6 +86,8 @@ def create_app(
         routes=[
             *collect.routes(),
             *profiles.routes(),
+            *segments.routes(),
+            *destinations.routes(),
             *admin.routes(),
             *ops.routes(),
             Route("/openapi.json", openapi, methods=["GET"]),

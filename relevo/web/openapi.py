@@ -119,6 +119,176 @@ def openapi_document() -> dict[str, Any]:
             "responses": _responses(200, 400, 401, 403, 404),
         }
     }
+    paths["/v1/profiles/{identifier}/segments"] = {
+        "get": {
+            "summary": "The segments a profile is in, with when it entered each",
+            "tags": ["profiles"],
+            "security": _SERVER,
+            "parameters": [_IDENTIFIER],
+            "responses": _responses(200, 400, 401, 403, 404),
+        }
+    }
+    segment_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    definition = {
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/SegmentDefinition"}}
+        }
+    }
+    seg = {"tags": ["segments"], "security": _SERVER}
+    paths["/v1/segments"] = {
+        "get": {
+            **seg,
+            "summary": "List segments with sizes and backfill progress",
+            "responses": _responses(200, 401, 403),
+        },
+        "post": {
+            **seg,
+            "summary": "Create a segment (admin key); it is backfilled",
+            "requestBody": definition,
+            "responses": _responses(201, 400, 401, 403),
+        },
+    }
+    paths["/v1/segments/validate"] = {
+        "post": {
+            **seg,
+            "summary": "Validate a definition without saving it (admin key)",
+            "requestBody": definition,
+            "responses": _responses(200, 400, 401, 403),
+        },
+    }
+    paths["/v1/segments/{name}"] = {
+        "get": {
+            **seg,
+            "summary": "A segment: definition, size, backfill progress",
+            "parameters": [segment_name],
+            "responses": _responses(200, 401, 403, 404),
+        },
+        "put": {
+            **seg,
+            "summary": "Create or replace a segment (admin key)",
+            "parameters": [segment_name],
+            "requestBody": definition,
+            "responses": _responses(200, 400, 401, 403),
+        },
+        "delete": {
+            **seg,
+            "summary": "Delete a segment (admin key)",
+            "parameters": [segment_name],
+            "responses": _responses(200, 401, 403, 404),
+        },
+    }
+    paths["/v1/segments/{name}/members"] = {
+        "get": {
+            **seg,
+            "summary": "A segment's members, paginated by profile id",
+            "parameters": [
+                segment_name,
+                {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+                {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+            ],
+            "responses": _responses(200, 400, 401, 403, 404),
+        },
+    }
+    dest = {"tags": ["destinations"], "security": _SERVER}
+    dest_name = {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}
+    dest_body = {
+        "content": {
+            "application/json": {"schema": {"$ref": "#/components/schemas/DestinationDefinition"}}
+        }
+    }
+    paths["/v1/destinations"] = {
+        "get": {
+            **dest,
+            "summary": "List destinations (secrets masked)",
+            "responses": _responses(200, 401, 403),
+        },
+        "post": {
+            **dest,
+            "summary": "Create a destination; its URL is checked against SSRF",
+            "requestBody": dest_body,
+            "responses": _responses(201, 400, 401, 403),
+        },
+    }
+    paths["/v1/destinations/{name}"] = {
+        "get": {
+            **dest,
+            "summary": "A destination",
+            "parameters": [dest_name],
+            "responses": _responses(200, 401, 403, 404),
+        },
+        "put": {
+            **dest,
+            "summary": "Create or replace a destination",
+            "parameters": [dest_name],
+            "requestBody": dest_body,
+            "responses": _responses(200, 400, 401, 403, 404),
+        },
+        "delete": {
+            **dest,
+            "summary": "Delete a destination and its queued deliveries",
+            "parameters": [dest_name],
+            "responses": _responses(200, 401, 403, 404),
+        },
+    }
+    paths["/v1/failed-deliveries"] = {
+        "get": {
+            **dest,
+            "summary": "Deliveries that failed for good",
+            "parameters": [
+                {"name": "destination", "in": "query", "schema": {"type": "string"}},
+                {"name": "after", "in": "query", "schema": {"type": "integer"}},
+                {"name": "limit", "in": "query", "schema": {"type": "integer"}},
+            ],
+            "responses": _responses(200, 400, 401, 403),
+        },
+    }
+    paths["/v1/failed-deliveries/replay"] = {
+        "post": {
+            **dest,
+            "summary": "Queue failed deliveries again (same webhook ids)",
+            "requestBody": {
+                "content": {
+                    "application/json": {
+                        "schema": {
+                            "type": "object",
+                            "properties": {
+                                "ids": {"type": "array", "items": {"type": "integer"}},
+                                "destination": {"type": "string"},
+                            },
+                        }
+                    }
+                }
+            },
+            "responses": _responses(200, 400, 401, 403),
+        },
+    }
+    paths["/v1/failed-deliveries/{failed_id}"] = {
+        "get": {
+            **dest,
+            "summary": "One failed delivery with its payload",
+            "parameters": [
+                {"name": "failed_id", "in": "path", "required": True, "schema": {"type": "integer"}}
+            ],
+            "responses": _responses(200, 401, 403, 404),
+        },
+    }
+    paths["/v1/segments/{name}/audience.csv"] = {
+        "get": {
+            **dest,
+            "summary": "A segment's members as hashed identifiers (CSV upload)",
+            "parameters": [
+                dest_name,
+                {"name": "platform", "in": "query", "schema": {"enum": ["google", "meta"]}},
+            ],
+            "responses": {
+                "200": {
+                    "description": "CSV",
+                    "content": {"text/csv": {"schema": {"type": "string"}}},
+                },
+                **_responses(400, 401, 403, 404),
+            },
+        },
+    }
     admin = {"tags": ["admin"], "security": _SERVER}
     paths["/v1/admin/keys"] = {
         "get": {**admin, "summary": "List keys", "responses": _responses(200, 401, 403)},
@@ -255,6 +425,30 @@ _SCHEMAS: dict[str, Any] = {
             "writeKey": {"type": ["string", "null"]},
             "context": _OBJ,
             "integrations": _OBJ,
+        },
+    },
+    "SegmentDefinition": {
+        "type": "object",
+        "required": ["name", "rule"],
+        "properties": {
+            "name": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_\\-]{0,63}$"},
+            "rule": {"description": "the rule, in text form (a string) or JSON form (an object)"},
+            "description": {"type": "string"},
+        },
+    },
+    "DestinationDefinition": {
+        "type": "object",
+        "required": ["name", "type", "url"],
+        "properties": {
+            "name": {"type": "string"},
+            "type": {"enum": ["webhook", "audience"]},
+            "url": {"type": "string", "format": "uri"},
+            "events": {"type": "array", "items": {"type": "string"}},
+            "segments": {"type": "array", "items": {"type": "string"}},
+            "consent": {"type": "array", "items": {"type": "string"}},
+            "secret": {"type": ["string", "null"]},
+            "platform": {"enum": ["google", "meta", None]},
+            "enabled": {"type": "boolean"},
         },
     },
     "CollectReport": {

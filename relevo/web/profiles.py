@@ -35,6 +35,8 @@ def render_profile(view: ProfileView) -> dict[str, Any]:
         "context": {k: s.value for k, s in p.context.items()},
         "groups": {k: {"traits": s.value, "at": s.at} for k, s in p.groups.items()},
         "merged_from": p.merged_from,
+        "segments": {name: {"entered_at": at} for name, at in view.segments.items()},
+        "computed": view.computed,
         "merges": [
             {
                 "at": j.at,
@@ -73,6 +75,14 @@ async def get_events(request: Request) -> Response:
     return JSONResponse({"data": page.events, "next_cursor": page.next_cursor})
 
 
+async def get_segments(request: Request) -> Response:
+    require(request, "server", "admin")
+    view = await _service(request).get(request.path_params["identifier"])
+    return JSONResponse(
+        {"data": [{"segment": name, "entered_at": at} for name, at in view.segments.items()]}
+    )
+
+
 async def delete_profile(request: Request) -> Response:
     key = require(request, "admin")
     erasure = await _service(request).erase(request.path_params["identifier"], actor=key.id)
@@ -91,4 +101,5 @@ def routes() -> list[Route]:
         Route("/v1/profiles/{identifier:str}", get_profile, methods=["GET"]),
         Route("/v1/profiles/{identifier:str}", delete_profile, methods=["DELETE"]),
         Route("/v1/profiles/{identifier:str}/events", get_events, methods=["GET"]),
+        Route("/v1/profiles/{identifier:str}/segments", get_segments, methods=["GET"]),
     ]

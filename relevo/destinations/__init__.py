@@ -1,0 +1,1 @@
+"""Destinations: where segment changes and events are delivered (webhooks, ad audiences)."""

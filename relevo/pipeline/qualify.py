@@ -1,0 +1,161 @@
+"""Qualifying profiles into segments as the processor applies events.
+
+For each applied event: update the computed traits it can touch, find the segments whose inputs
+changed (the index), evaluate only those, and turn membership changes into outbox effects
+(``Segment Entered``/``Segment Exited``) written in the processor's transaction. Time-dependent
+segments (sliding windows, ``now()``) also get a timer per profile, so a profile leaves "viewed
+running shoes 3+ times in the last 7 days" on time, without a new event.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+import msgspec
+
+from relevo.events.model import Event
+from relevo.profiles import computed
+from relevo.profiles.computed import ComputedTraitDef
+from relevo.profiles.model import Profile
+from relevo.segments.changes import MembershipChange
+from relevo.segments.engine import reevaluate, rule_data
+from relevo.segments.index import SegmentIndex
+from relevo.segments.model import Segment
+from relevo.store.base import OutboxRow
+
+SEGMENT_ENTERED = "Segment Entered"
+SEGMENT_EXITED = "Segment Exited"
+
+
+@dataclass(frozen=True)
+class Definitions:
+    """One consistent snapshot of what the processor evaluates; swapped whole on reload."""
+
+    computed: list[ComputedTraitDef]
+    index: SegmentIndex
+    recheck: timedelta  # how often a segment using now() is evaluated again without events
+    event_routes: frozenset[str] = frozenset()  # event names/types some destination receives
+
+    @classmethod
+    def build(
+        cls,
+        traits: list[ComputedTraitDef],
+        segments: Iterable[Segment],
+        recheck: timedelta,
+        event_routes: frozenset[str] = frozenset(),
+    ) -> Definitions:
+        windowed = frozenset(d.name for d in traits if d.windowed)
+        return cls(traits, SegmentIndex(segments, windowed), recheck, event_routes)
+
+    def routes_event(self, event: Event) -> bool:
+        routes = self.event_routes
+        return bool(routes) and (
+            "*" in routes or event.type in routes or (event.event or event.name or "") in routes
+        )
+
+
+class MembershipPayload(msgspec.Struct, kw_only=True, rename="camel"):
+    """The outbox body of a membership change (also what a webhook receives)."""
+
+    type: str = "segment"
+    event: str
+    segment: str
+    profile_id: str
+    at: datetime
+    cause: str
+
+
+_encoder = msgspec.json.Encoder()
+
+
+def outbox_row(change: MembershipChange) -> OutboxRow:
+    payload = MembershipPayload(
+        event=SEGMENT_ENTERED if change.entered else SEGMENT_EXITED,
+        segment=change.segment,
+        profile_id=change.profile_id,
+        at=change.at,
+        cause=change.cause,
+    )
+    return OutboxRow(change.at, "segment", change.profile_id, _encoder.encode(payload))
+
+
+@dataclass
+class Qualification:
+    """What qualification produced during one processor cycle."""
+
+    changes: list[MembershipChange] = field(default_factory=list)
+    timers: dict[str, datetime | None] = field(default_factory=dict)
+    events: list[OutboxRow] = field(default_factory=list)  # events destinations receive
+
+
+class Qualifier:
+    def __init__(self, definitions: Definitions) -> None:
+        self.definitions = definitions
+
+    def on_event(
+        self,
+        profile: Profile,
+        event: Event,
+        payload: bytes,
+        now: datetime,
+        out: Qualification,
+        *,
+        merged: bool,
+    ) -> None:
+        defs = self.definitions
+        if defs.routes_event(event):
+            body = b'{"type":"event","profileId":%s,"event":%s}' % (
+                _encoder.encode(profile.id),
+                payload,
+            )
+            out.events.append(OutboxRow(now, "event", profile.id, body))
+        changed_computed = computed.update(defs.computed, profile, event)
+        if not defs.index.segments:
+            return
+        if merged:
+            affected = set(defs.index.segments)
+        else:
+            traits = event.traits if event.type == "identify" else ()
+            affected = defs.index.affected(traits, changed_computed)
+        self._evaluate(profile, affected, now, event.message_id, out)
+
+    def on_timer(self, profile: Profile, now: datetime, out: Qualification) -> None:
+        defs = self.definitions
+        computed.prune(defs.computed, profile, now)
+        self._evaluate(profile, set(defs.index.timed), now, "schedule", out)
+
+    def on_backfill(
+        self, profile: Profile, names: set[str], now: datetime, out: Qualification
+    ) -> None:
+        self._evaluate(profile, names, now, "backfill", out)
+
+    def on_merged_away(self, merged: Profile, now: datetime, out: Qualification) -> None:
+        """A profile merged into another leaves every segment it was in."""
+        for name in list(merged.segments):
+            out.changes.append(MembershipChange(merged.id, name, False, now, "merged"))
+        merged.segments.clear()
+        out.timers[merged.id] = None
+
+    def _evaluate(
+        self, profile: Profile, names: set[str], now: datetime, cause: str, out: Qualification
+    ) -> None:
+        defs = self.definitions
+        for stale in [n for n in profile.segments if n not in defs.index.segments]:
+            del profile.segments[stale]  # the segment was deleted; its members table is cleared
+        if names:
+            data = rule_data(profile, computed.values(defs.computed, profile, now), now)
+            segments = [defs.index.segments[n] for n in names if n in defs.index.segments]
+            out.changes.extend(reevaluate(profile, segments, data, now, cause))
+        if defs.index.timed:
+            out.timers[profile.id] = self._next_check(profile, now)
+
+    def _next_check(self, profile: Profile, now: datetime) -> datetime | None:
+        defs = self.definitions
+        used = defs.index.computed_used_by(defs.index.timed)
+        due = computed.next_change([d for d in defs.computed if d.name in used], profile, now)
+        if any(defs.index.segments[n].rule.uses_now for n in defs.index.timed):
+            recheck = now + defs.recheck
+            due = recheck if due is None else min(due, recheck)
+        return due

@@ -1,0 +1,1 @@
+"""Real-time segments: definitions, the index from inputs to segments, incremental membership."""

@@ -1,0 +1,107 @@
+"""Segments API: definitions (admin key), sizes and members (server key)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from relevo.errors import ValidationError
+from relevo.segments.service import SegmentInfo, SegmentService
+from relevo.web.auth import require
+from relevo.web.json import JSONResponse
+
+MAX_PAGE = 1000
+
+
+def _service(request: Request) -> SegmentService:
+    service: SegmentService = request.app.state.services.segments
+    return service
+
+
+async def _json(request: Request) -> Any:
+    try:
+        return msgspec.json.decode(await request.body())
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ValidationError(f"the body is not valid JSON: {exc}") from exc
+
+
+def render(info: SegmentInfo) -> dict[str, Any]:
+    backfill = info.backfill
+    return {
+        **msgspec.to_builtins(info.definition),
+        "version": info.version,
+        "size": info.size,
+        "backfill": (
+            {"state": "running", "done": backfill.done} if backfill else {"state": "done"}
+        ),
+    }
+
+
+async def list_segments(request: Request) -> Response:
+    require(request, "server", "admin")
+    return JSONResponse({"data": [render(i) for i in _service(request).all()]})
+
+
+async def get_segment(request: Request) -> Response:
+    require(request, "server", "admin")
+    return JSONResponse(render(_service(request).info(request.path_params["name"])))
+
+
+async def members(request: Request) -> Response:
+    require(request, "server", "admin")
+    raw_limit = request.query_params.get("limit", "100")
+    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
+        raise ValidationError(f"limit must be a whole number from 1 to {MAX_PAGE}")
+    limit = int(raw_limit)
+    page = _service(request).members(
+        request.path_params["name"], request.query_params.get("cursor"), limit
+    )
+    return JSONResponse(
+        {
+            "data": [{"profile_id": pid, "entered_at": at} for pid, at in page],
+            "next_cursor": page[-1][0] if len(page) == limit else None,
+        }
+    )
+
+
+async def create_segment(request: Request) -> Response:
+    require(request, "admin")
+    segment = await _service(request).put(await _json(request))
+    return JSONResponse(render(_service(request).info(segment.name)), status_code=201)
+
+
+async def put_segment(request: Request) -> Response:
+    require(request, "admin")
+    name = request.path_params["name"]
+    await _service(request).put(await _json(request), name=name)
+    return JSONResponse(render(_service(request).info(name)))
+
+
+async def delete_segment(request: Request) -> Response:
+    require(request, "admin")
+    await _service(request).delete(request.path_params["name"])
+    return JSONResponse({"deleted": True})
+
+
+async def validate_segment(request: Request) -> Response:
+    require(request, "admin")
+    segment = _service(request).validate(await _json(request))
+    return JSONResponse(
+        {"valid": True, "fields": sorted(segment.rule.fields), "uses_now": segment.rule.uses_now}
+    )
+
+
+def routes() -> list[Route]:
+    return [
+        Route("/v1/segments", list_segments, methods=["GET"]),
+        Route("/v1/segments", create_segment, methods=["POST"]),
+        Route("/v1/segments/validate", validate_segment, methods=["POST"]),
+        Route("/v1/segments/{name:str}", get_segment, methods=["GET"]),
+        Route("/v1/segments/{name:str}", put_segment, methods=["PUT"]),
+        Route("/v1/segments/{name:str}", delete_segment, methods=["DELETE"]),
+        Route("/v1/segments/{name:str}/members", members, methods=["GET"]),
+    ]
