@@ -28,6 +28,7 @@ import msgspec
 
 from relevo.errors import ErrorDetail, ValidationError
 from relevo.events.model import EVENT_TYPES, Event
+from relevo.rules import compile_rule, is_json_rule
 
 Kind = Literal[
     "count",
@@ -216,6 +217,37 @@ def equality_where(where: Any) -> EventFilter:
     return _equality_filter(tuple(conditions))
 
 
+EVENT_ROOTS = frozenset({"event"})
+
+
+def rule_or_equality_where(where: Any) -> EventFilter:
+    """``where`` as a rule over the event (text or JSON form of the rule language, e.g.
+    ``'event.properties.category in ["running", "trail"]'``), or the equality mapping.
+
+    A JSON-form rule is told from an equality mapping by its single operator key
+    (``{"and": [...]}``, ``{"==": [...]}``).
+    """
+    if isinstance(where, str) or is_json_rule(where):
+        rule = compile_rule(where, roots=EVENT_ROOTS)
+
+        def matches(event: Event) -> bool:
+            return bool(rule.evaluate({"event": rule_event(event)}))
+
+        return matches
+    return equality_where(where)
+
+
+def rule_event(event: Event) -> dict[str, Any]:
+    """What a rule sees of an event as ``event``."""
+    return {
+        "type": event.type,
+        "name": event.event if event.type == "track" else event.name,
+        "properties": event.properties,
+        "context": event.context,
+        "traits": event.traits,
+    }
+
+
 def _equality_filter(
     conditions: tuple[tuple[tuple[str, ...], frozenset[Any], frozenset[Any]], ...],
 ) -> EventFilter:
@@ -351,7 +383,7 @@ _FIELDS = frozenset(
 
 
 def parse_definition(
-    data: Any, location: str = "", *, compile_where: WhereCompiler = equality_where
+    data: Any, location: str = "", *, compile_where: WhereCompiler = rule_or_equality_where
 ) -> ComputedTraitDef:
     """A definition from a mapping: ``name``, ``kind``, optional ``type``, ``event`` (one name)
     or ``events`` (names), ``where``, ``property``, ``window`` and ``description``.
@@ -426,7 +458,10 @@ def parse_definition(
 
 
 def parse_definitions(
-    items: Any, location: str = "computed_traits", *, compile_where: WhereCompiler = equality_where
+    items: Any,
+    location: str = "computed_traits",
+    *,
+    compile_where: WhereCompiler = rule_or_equality_where,
 ) -> list[ComputedTraitDef]:
     """Definitions from a list of mappings (``None`` is an empty list); names are unique.
 

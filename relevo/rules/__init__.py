@@ -13,7 +13,8 @@ Pure: no I/O. See ``docs/rules.md``.
 from __future__ import annotations
 
 from relevo.rules.errors import RuleError
+from relevo.rules.parse_json import is_json_rule
 from relevo.rules.rule import Rule, compile_rule
 from relevo.rules.validate import ALL_ROOTS
 
-__all__ = ["ALL_ROOTS", "Rule", "RuleError", "compile_rule"]
+__all__ = ["ALL_ROOTS", "Rule", "RuleError", "compile_rule", "is_json_rule"]

@@ -42,6 +42,14 @@ UNARY_OPS = frozenset({"not", "is null", "is not null"})
 JSON_OPS = BINARY_OPS | BOOL_OPS | UNARY_OPS | {"var"}
 
 
+def is_json_rule(value: Any) -> bool:
+    """Whether a decoded JSON value has the shape of a JSON-form rule (one operator key)."""
+    if not isinstance(value, dict) or len(value) != 1:
+        return False
+    key = next(iter(value))
+    return key in JSON_OPS or key in FUNCTIONS
+
+
 def json_path(parent: str, key: str | int) -> str:
     if isinstance(key, int):
         return f"{parent}[{key}]"

@@ -35,11 +35,15 @@ class SegmentIndex:
         self.timed = frozenset(timed)
 
     def affected(self, traits: Iterable[str], computed: Iterable[str]) -> set[str]:
+        # a rule reading a whole root (len(traits)) is indexed under the empty key
         names = set(self.every_event)
-        for trait in traits:
-            names |= self._by_trait.get(trait, set())
-        for name in computed:
-            names |= self._by_computed.get(name, set())
+        for index, changed in ((self._by_trait, traits), (self._by_computed, computed)):
+            any_change = False
+            for key in changed:
+                any_change = True
+                names |= index.get(key, set())
+            if any_change:
+                names |= index.get("", set())
         return names
 
     def computed_used_by(self, names: Iterable[str]) -> set[str]:

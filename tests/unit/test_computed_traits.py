@@ -809,3 +809,52 @@ def test_incremental_values_equal_a_from_scratch_evaluation(
 
 def test_the_module_exports_its_api() -> None:
     assert set(computed.__all__) >= {"update", "values", "next_change", "prune", "merge_computed"}
+
+
+def test_where_may_be_a_rule_over_the_event() -> None:
+    from datetime import UTC, datetime
+
+    from relevo.events.model import Event
+    from relevo.profiles.computed import parse_definitions
+
+    (text_form,) = parse_definitions(
+        [
+            {
+                "name": "trail_views",
+                "kind": "count",
+                "event": "Product Viewed",
+                "where": 'event.properties.category in ["running", "trail"] and '
+                "event.properties.price >= 100",
+            }
+        ]
+    )
+    (json_form,) = parse_definitions(
+        [
+            {
+                "name": "trail_views",
+                "kind": "count",
+                "event": "Product Viewed",
+                "where": {"in": [{"var": "event.properties.category"}, ["running", "trail"]]},
+            }
+        ]
+    )
+    at = datetime(2026, 1, 1, tzinfo=UTC)
+
+    def viewed(**properties: object) -> Event:
+        return Event(
+            type="track",
+            event="Product Viewed",
+            message_id="m",
+            source="s",
+            received_at=at,
+            timestamp=at,
+            anonymous_id="a",
+            properties=properties,
+        )
+
+    assert text_form.where_filter is not None and json_form.where_filter is not None
+    assert text_form.where_filter(viewed(category="trail", price=120))
+    assert not text_form.where_filter(viewed(category="trail", price=20))
+    assert not text_form.where_filter(viewed(category="shoes", price=120))
+    assert json_form.where_filter(viewed(category="running"))
+    assert not json_form.where_filter(viewed(category="sandals"))

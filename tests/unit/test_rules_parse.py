@@ -296,7 +296,13 @@ def test_json_errors_give_the_json_path(doc: object, location: str, message: str
 
 
 def test_the_public_api() -> None:
-    assert sorted(relevo.rules.__all__) == ["ALL_ROOTS", "Rule", "RuleError", "compile_rule"]
+    assert sorted(relevo.rules.__all__) == [
+        "ALL_ROOTS",
+        "Rule",
+        "RuleError",
+        "compile_rule",
+        "is_json_rule",
+    ]
     assert issubclass(RuleError, ValidationError)
     assert {"traits", "computed", "profile", "event", "context", "segments"} == ALL_ROOTS
 
