@@ -7,6 +7,7 @@ dropped whenever a cycle fails, so it never holds state that was rolled back.
 
 from __future__ import annotations
 
+from datetime import datetime
 from itertools import islice
 from typing import TypeVar
 
@@ -40,15 +41,36 @@ class StateMemo:
 
 
 class MemoView:
-    """The identity graph and profiles as one cycle sees them: memo first, then the store."""
+    """The identity graph and profiles as one cycle sees them: memo first, then the store.
+
+    ``prefetch`` looks up a whole cycle's identifiers and profiles in a few round trips, and
+    new links are written in one batch (before anything that reads identities in SQL).
+    """
 
     def __init__(self, tx: StateTransaction, memo: StateMemo) -> None:
         self.tx = tx
         self.memo = memo
+        self._unknown: set[Identifier] = set()
+        self._pending: list[tuple[Identifier, str, datetime]] = []
+
+    def prefetch(self, identifiers: set[Identifier]) -> None:
+        """Learn the owners (and profiles) of ``identifiers``; the rest are known unknown."""
+        memo = self.memo
+        asked = [i for i in identifiers if i not in memo.owners]
+        found = self.tx.owners(asked) if asked else {}
+        for identifier, owner in found.items():
+            _bounded_put(memo.owners, identifier, owner, memo.capacity)
+        self._unknown.update(i for i in asked if i not in found)
+        wanted = {memo.owners[i] for i in identifiers if i in memo.owners}
+        missing = [pid for pid in wanted if pid not in memo.profiles]
+        for profile_id, profile in (self.tx.load_many(missing) if missing else {}).items():
+            _bounded_put(memo.profiles, profile_id, profile, memo.capacity)
 
     def profile_of(self, identifier: Identifier) -> str | None:
         owner = self.memo.owners.get(identifier)
         if owner is None:
+            if identifier in self._unknown:
+                return None
             owner = self.tx.profile_of(identifier)
             if owner is not None:
                 _bounded_put(self.memo.owners, identifier, owner, self.memo.capacity)
@@ -73,13 +95,22 @@ class MemoView:
         _bounded_put(self.memo.profiles, profile.id, profile, self.memo.capacity)
         _bounded_put(self.memo.identifiers, profile.id, [], self.memo.capacity)
 
-    def link(self, identifier: Identifier, profile_id: str) -> None:
-        """Record a link the caller has written to the store."""
+    def link(self, identifier: Identifier, profile_id: str, at: datetime) -> None:
+        """Attach an identifier to a profile (written to the store by ``flush_links``)."""
         self.identifiers_of(profile_id).append(identifier)
         _bounded_put(self.memo.owners, identifier, profile_id, self.memo.capacity)
+        self._unknown.discard(identifier)
+        self._pending.append((identifier, profile_id, at))
+
+    def flush_links(self) -> None:
+        if self._pending:
+            self.tx.link(self._pending)
+            self._pending = []
 
     def absorb(self, survivor: str, merged: str) -> None:
-        """Record a merge the caller has written to the store."""
+        """Merge ``merged`` into ``survivor`` in the store (identifiers, timeline) and here."""
+        self.flush_links()
+        self.tx.absorb(survivor, merged)
         moved = self.memo.identifiers.pop(merged, None)
         if moved is None:
             moved = self.tx.identifiers_of(survivor)  # already moved in the store: reload

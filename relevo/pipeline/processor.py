@@ -27,8 +27,8 @@ from relevo.events.model import Event, decode_event
 from relevo.metrics import Metrics
 from relevo.pipeline.memo import MemoView, StateMemo
 from relevo.pipeline.qualify import Definitions, Qualification, Qualifier, outbox_row
-from relevo.profiles.identifiers import identifiers_of
-from relevo.profiles.identity import Resolution, resolve
+from relevo.profiles.identifiers import Identifier, identifiers_of
+from relevo.profiles.identity import Resolution, lookups, resolve
 from relevo.profiles.model import Profile
 from relevo.profiles.state import apply_event, merge_into
 from relevo.profiles.suppression import suppression_hash
@@ -213,9 +213,11 @@ class Processor:
         with self._store.transaction() as tx:
             cycle = _Cycle(MemoView(tx, self._memo), self._clock.now())
             self._run_timers(cycle)
-            for record in records:
-                event = decode_event(record.payload)
-                if self._apply_event(cycle, event, record.payload):
+            events = [decode_event(record.payload) for record in records]
+            identifiers = [identifiers_of(event) for event in events]
+            cycle.view.prefetch({i for ids in identifiers for i in lookups(ids)})
+            for record, event, ids in zip(records, events, identifiers, strict=True):
+                if self._apply_event(cycle, event, record.payload, ids):
                     applied += 1
                 else:
                     suppressed += 1
@@ -251,8 +253,9 @@ class Processor:
             tx.set_offset(self._log.name, partition, offset)
         return last
 
-    def _apply_event(self, cycle: _Cycle, event: Event, payload: bytes) -> bool:
-        identifiers = identifiers_of(event)
+    def _apply_event(
+        self, cycle: _Cycle, event: Event, payload: bytes, identifiers: list[Identifier]
+    ) -> bool:
         if self._suppressed and any(suppression_hash(i) in self._suppressed for i in identifiers):
             return False
         resolution = resolve(identifiers, cycle.view, self._settings, new_profile_id(event))
@@ -279,7 +282,6 @@ class Processor:
                 (profile.id if pid == merged.id else pid, entry) for pid, entry in cycle.timeline
             ]
             cycle.profiles.pop(merged.id, None)
-            tx.absorb(profile.id, merged.id)
             cycle.view.absorb(profile.id, merged.id)
             tx.journal(
                 JournalEntry(
@@ -295,8 +297,7 @@ class Processor:
             )
             cycle.merges += 1
         for identifier in resolution.links:
-            tx.link(identifier, profile.id, at)
-            cycle.view.link(identifier, profile.id)
+            cycle.view.link(identifier, profile.id, at)
         for refusal in resolution.refusals:
             tx.journal(
                 JournalEntry(
@@ -314,6 +315,7 @@ class Processor:
 
     def _write_back(self, cycle: _Cycle) -> None:
         limit = self._settings.timeline_limit
+        cycle.view.flush_links()
         cycle.tx.append_timeline(cycle.timeline)
         for profile in cycle.profiles.values():
             if profile.timeline_size > limit * TRIM_SLACK:

@@ -46,8 +46,10 @@ class Definitions:
         recheck: timedelta,
         event_routes: frozenset[str] = frozenset(),
     ) -> Definitions:
-        windowed = frozenset(d.name for d in traits if d.windowed)
-        return cls(traits, SegmentIndex(segments, windowed), recheck, event_routes)
+        # traits whose value moves with time alone: windows slide; days_since_last counts days
+        # even over a lifetime
+        timed = frozenset(d.name for d in traits if d.windowed or d.kind == "days_since_last")
+        return cls(traits, SegmentIndex(segments, timed), recheck, event_routes)
 
     def routes_event(self, event: Event) -> bool:
         routes = self.event_routes

@@ -47,6 +47,7 @@ def identifiers_of(event: Event) -> list[Identifier]:
     if email:
         found.append(Identifier(EMAIL, email))
     external = event.context.get("externalIds")
+    has_external = isinstance(external, list) and bool(external)
     if isinstance(external, list):
         for item in external:
             if isinstance(item, dict):
@@ -65,8 +66,9 @@ def identifiers_of(event: Event) -> list[Identifier]:
     if event.anonymous_id is not None:
         found.append(Identifier(ANONYMOUS_ID, event.anonymous_id))
     # external ids may repeat an id or use a well-known type (two equal ones would be linked
-    # twice: the identities primary key refuses that and the event becomes poison)
-    if len(found) > 2 or (len(found) == 2 and found[0] == found[1]):
+    # twice: the identities primary key refuses that and the event becomes poison); without
+    # them the list is built in priority order and has no repeats
+    if has_external:
         found = list(dict.fromkeys(found))
         found.sort(key=lambda ident: PRIORITY.get(ident.type, EXTERNAL_PRIORITY))
     return found

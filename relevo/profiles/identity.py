@@ -99,6 +99,17 @@ def resolve(
     return resolution
 
 
+def lookups(identifiers: list[Identifier]) -> list[Identifier]:
+    """Every identifier ``resolve`` may look up for these (aliases are tried as other types)."""
+    found = list(identifiers)
+    for ident in identifiers:
+        if ident.type == ALIAS:
+            found += [Identifier(ANONYMOUS_ID, ident.value), Identifier(USER_ID, ident.value)]
+        elif ident.type == ANONYMOUS_ID:
+            found.append(Identifier(ALIAS, ident.value))
+    return found
+
+
 def _owner(ident: Identifier, view: IdentityView) -> str | None:
     owner = view.profile_of(ident)
     if owner is None and ident.type == ALIAS:

@@ -27,6 +27,7 @@ from relevo.store.base import (
     StoreCapabilities,
     StoredSegment,
     TimelineEntry,
+    chunks,
 )
 from relevo.store.sqlite_deliveries import SQLiteDeliveries
 from relevo.store.timeconv import from_micros, to_micros
@@ -48,6 +49,34 @@ class SQLiteTransaction:
         ).fetchall()
         return [Identifier(t, v) for t, v in rows]
 
+    def owners(self, identifiers: list[Identifier]) -> dict[Identifier, str]:
+        by_type: dict[str, list[str]] = {}
+        for ident in identifiers:
+            by_type.setdefault(ident.type, []).append(ident.value)
+        found: dict[Identifier, str] = {}
+        for id_type, values in by_type.items():  # type = ? AND value IN (...) uses the key
+            for part in chunks(values, 800):
+                rows = self._conn.execute(
+                    "SELECT value, profile_id FROM identities WHERE type = ?"
+                    f" AND value IN ({','.join('?' * len(part))})",
+                    [id_type, *part],
+                )
+                for value, profile_id in rows:
+                    found[Identifier(id_type, value)] = profile_id
+        return found
+
+    def load_many(self, profile_ids: list[str]) -> dict[str, Profile]:
+        found: dict[str, Profile] = {}
+        for part in chunks(profile_ids, 800):
+            rows = self._conn.execute(
+                f"SELECT id, state FROM profiles WHERE id IN ({','.join('?' * len(part))})"
+                " AND merged_into IS NULL",
+                part,
+            )
+            for profile_id, state in rows:
+                found[profile_id] = decode_profile(state)
+        return found
+
     def load(self, profile_id: str) -> Profile | None:
         row = self._conn.execute(
             "SELECT state FROM profiles WHERE id = ? AND merged_into IS NULL", (profile_id,)
@@ -63,10 +92,10 @@ class SQLiteTransaction:
             [(p.id, encode_profile(p), now) for p in profiles],
         )
 
-    def link(self, identifier: Identifier, profile_id: str, at: datetime) -> None:
-        self._conn.execute(
+    def link(self, links: list[tuple[Identifier, str, datetime]]) -> None:
+        self._conn.executemany(
             "INSERT INTO identities (type, value, profile_id, linked_at) VALUES (?, ?, ?, ?)",
-            (identifier.type, identifier.value, profile_id, at.isoformat()),
+            [(i.type, i.value, pid, at.isoformat()) for i, pid, at in links],
         )
 
     def absorb(self, survivor: str, merged: str) -> None:
@@ -123,14 +152,16 @@ class SQLiteTransaction:
         )
 
     def write_memberships(self, changes: list[MembershipChange]) -> None:
+        # in order: one cycle may enter, exit and enter again; the last change is the state
+        last = {(c.segment, c.profile_id): c for c in changes}.values()
         self._conn.executemany(
             "INSERT OR REPLACE INTO segment_members (segment, profile_id, entered_at)"
             " VALUES (?, ?, ?)",
-            [(c.segment, c.profile_id, to_micros(c.at)) for c in changes if c.entered],
+            [(c.segment, c.profile_id, to_micros(c.at)) for c in last if c.entered],
         )
         self._conn.executemany(
             "DELETE FROM segment_members WHERE segment = ? AND profile_id = ?",
-            [(c.segment, c.profile_id) for c in changes if not c.entered],
+            [(c.segment, c.profile_id) for c in last if not c.entered],
         )
 
     def append_outbox(self, rows: list[OutboxRow]) -> None:

@@ -45,14 +45,29 @@ class SQLiteDeliveries(SQLiteBase):
     def fan_out(
         self, after: int, limit: int, route: Callable[[OutboxEntry], list[Delivery]]
     ) -> int:
+        """Consume the oldest ``limit`` outbox rows into deliveries, in one transaction.
+
+        Each consumed row is numbered from the outbox sequence (``outbox_cursor``, read again
+        here inside the transaction, so ``after`` is only the caller's view of it), and that
+        number, not the row's id, is the entry's id and so its webhook ids. Row ids cannot serve:
+        the table has no AUTOINCREMENT, so once it is drained SQLite hands out ids from 1 again.
+        A cursor over row ids then skipped every new effect whose id was at or below it (and a
+        later fan-out deleted them unsent), and ids derived from them repeated webhook ids that
+        receivers had already seen. Rows are consumed whatever their ids: new rows always get ids
+        above every row still in the table, so ``ORDER BY id`` is the order they were written in.
+        """
         with self._immediate() as conn:
+            row = conn.execute(
+                'SELECT "offset" FROM offsets WHERE stream = ? AND partition = 0', (OUTBOX_STREAM,)
+            ).fetchone()
+            sequence = max(int(row[0]) if row else 0, after)
+            rows = conn.execute(
+                "SELECT id, at, kind, profile_id, payload FROM outbox ORDER BY id LIMIT ?",
+                (limit,),
+            ).fetchall()
             entries = [
-                OutboxEntry(i, datetime.fromisoformat(at), kind, pid, payload)
-                for i, at, kind, pid, payload in conn.execute(
-                    "SELECT id, at, kind, profile_id, payload FROM outbox WHERE id > ?"
-                    " ORDER BY id LIMIT ?",
-                    (after, limit),
-                )
+                OutboxEntry(sequence + n, datetime.fromisoformat(at), kind, pid, payload)
+                for n, (_, at, kind, pid, payload) in enumerate(rows, start=1)
             ]
             deliveries = [d for entry in entries for d in route(entry)]
             conn.executemany(
@@ -71,14 +86,13 @@ class SQLiteDeliveries(SQLiteBase):
                 ],
             )
             if entries:
-                last = entries[-1].id
                 conn.execute(
                     'INSERT INTO offsets (stream, partition, "offset") VALUES (?, 0, ?)'
                     " ON CONFLICT (stream, partition)"
                     ' DO UPDATE SET "offset" = excluded."offset"',
-                    (OUTBOX_STREAM, last),
+                    (OUTBOX_STREAM, entries[-1].id),
                 )
-                conn.execute("DELETE FROM outbox WHERE id <= ?", (last,))
+                conn.execute("DELETE FROM outbox WHERE id <= ?", (rows[-1][0],))
         return len(entries)
 
     def due_deliveries(self, destination: str, now: datetime, limit: int) -> list[Delivery]:
