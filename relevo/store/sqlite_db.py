@@ -13,7 +13,8 @@ log = logging.getLogger(__name__)
 # A checkpoint copies the WAL back into the database file and fsyncs it. Left to SQLite, it
 # runs inside whichever commit crosses the threshold, stalling the writer for milliseconds;
 # here a background thread checkpoints instead, and the inline one is only a safety net.
-CHECKPOINT_EVERY_SECONDS = 0.5
+CHECKPOINT_EVERY_SECONDS = 0.25
+RESTART_AFTER_FRAMES = 4096  # 16 MiB of 4 KiB pages
 INLINE_CHECKPOINT_PAGES = 50_000
 
 
@@ -45,7 +46,11 @@ class Checkpointer:
     def _run(self) -> None:
         while not self._stop.wait(CHECKPOINT_EVERY_SECONDS):
             try:
-                self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)")
+                _, frames, _ = self._conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+                if frames > RESTART_AFTER_FRAMES:
+                    # under a steady writer a passive checkpoint never lets the WAL start over:
+                    # now that most of it is copied, briefly hold writers so the next one can
+                    self._conn.execute("PRAGMA wal_checkpoint(RESTART)")
             except sqlite3.Error:  # thread boundary: a busy or closing database is retried
                 log.debug("checkpoint skipped", exc_info=True)
 
