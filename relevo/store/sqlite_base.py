@@ -21,8 +21,7 @@ class SQLiteBase:
         self._writer = sqlite_db.connect(self.path, synchronous="NORMAL")
         self._checkpointer = sqlite_db.Checkpointer(self.path, synchronous="NORMAL")
         self._write_lock = threading.Lock()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers = sqlite_db.ThreadConnections(self.path)
 
     def migrate(self) -> None:
         with self._write_lock:
@@ -41,12 +40,7 @@ class SQLiteBase:
             self._writer.execute("COMMIT")
 
     def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite_db.connect(self.path, synchronous="NORMAL")
-            self._local.conn = conn
-            self._readers.append(conn)
-        return conn
+        return self._readers.get()
 
     def _write(self, sql: str, params: Any) -> int:
         with self._write_lock:
@@ -54,6 +48,5 @@ class SQLiteBase:
 
     def close(self) -> None:
         self._checkpointer.close()
-        for conn in self._readers:
-            conn.close()
+        self._readers.close()
         self._writer.close()

@@ -31,6 +31,32 @@ def connect(path: Path, *, synchronous: str) -> sqlite3.Connection:
     return conn
 
 
+class ThreadConnections:
+    """One reading connection per thread (sqlite3 connections must not be shared), all closed
+    together."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+
+    def get(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = connect(self._path, synchronous="NORMAL")
+            self._local.conn = conn
+            with self._lock:
+                self._all.append(conn)
+        return conn
+
+    def close(self) -> None:
+        with self._lock:
+            for conn in self._all:
+                conn.close()
+            self._all.clear()
+
+
 class Checkpointer:
     """Checkpoints a WAL database from its own thread and connection (PASSIVE: never blocks
     the writer or readers)."""

@@ -109,8 +109,7 @@ class EmbeddedLog:
         self._conn.executescript(SCHEMA)
         self._queue: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._appended = threading.Condition()
-        self._local = threading.local()
-        self._readers: list[sqlite3.Connection] = []
+        self._readers = sqlite_db.ThreadConnections(path)
         self._pending = 0
         self._pending_lock = threading.Lock()
         self._ends = self._load_ends()
@@ -285,16 +284,8 @@ class EmbeddedLog:
 
     # -- reading ------------------------------------------------------------------------------
 
-    def _reader(self) -> sqlite3.Connection:
-        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite_db.connect(self.path, synchronous="NORMAL")
-            self._local.conn = conn
-            self._readers.append(conn)
-        return conn
-
     def read(self, partition: int, after: int, limit: int) -> list[Record]:
-        rows = self._reader().execute(
+        rows = self._readers.get().execute(
             'SELECT "offset", payload FROM log WHERE partition = ? AND "offset" > ?'
             ' ORDER BY "offset" LIMIT ?',
             (partition, after, limit),
@@ -319,6 +310,5 @@ class EmbeddedLog:
         with self._appended:
             self._appended.notify_all()
         self._checkpointer.close()
-        for conn in self._readers:
-            conn.close()
+        self._readers.close()
         self._conn.close()
