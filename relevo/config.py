@@ -68,7 +68,9 @@ class Settings(BaseSettings):
         description="Directory with segments/*.yaml and computed_traits.yaml, loaded at start.",
     )
     segment_recheck_seconds: int = Field(
-        3600, description="How often a segment using now() is evaluated again without events."
+        3600,
+        ge=1,
+        description="How often a segment using now() is evaluated again without events.",
     )
 
     # destinations

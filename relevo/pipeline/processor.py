@@ -161,7 +161,10 @@ class Processor:
                 log.exception("processor cycle failed")
                 self._stop.wait(1.0)
                 continue
-            if applied == 0 and self._run_backfill_safely() == 0:
+            # a backfill chunk after every cycle, not only when idle: under a steady stream of
+            # events a new segment must still fill up
+            backfilled = self._run_backfill_safely()
+            if applied == 0 and backfilled == 0:
                 self._log.wait(self._offsets, IDLE_WAIT_SECONDS)
 
     def _run_backfill_safely(self) -> int:
@@ -263,7 +266,13 @@ class Processor:
         self._join(cycle, profile, resolution, event)
         apply_event(profile, event)
         self._qualifier.on_event(
-            profile, event, payload, cycle.now, cycle.qualified, merged=bool(resolution.merges)
+            profile,
+            event,
+            payload,
+            cycle.now,
+            cycle.qualified,
+            # a new profile too: a rule can hold for what it lacks (`traits.plan is null`)
+            every_segment=bool(resolution.merges) or resolution.created,
         )
         cycle.timeline.append(
             (profile.id, TimelineEntry(event.timestamp, event.message_id, payload))
@@ -322,8 +331,8 @@ class Processor:
                 profile.timeline_size -= cycle.tx.trim_timeline(profile.id, limit)
         cycle.tx.save(list(cycle.profiles.values()))
         qualified = cycle.qualified
-        if qualified.changes:
-            cycle.tx.write_memberships(qualified.changes)
+        if qualified.changes or qualified.kept:
+            cycle.tx.write_memberships([*qualified.changes, *qualified.kept])
         if qualified.changes or qualified.events:
             cycle.tx.append_outbox([*(outbox_row(c) for c in qualified.changes), *qualified.events])
         if qualified.timers:
@@ -352,7 +361,9 @@ class Processor:
             if name not in definitions.index.segments:
                 del self._backfills[name]
         for name, version in backfill.items():
-            self._backfills[name] = Backfill(name, version)
+            running = self._backfills.get(name)
+            if running is None or running.version != version:  # else: carry on where it is
+                self._backfills[name] = Backfill(name, version)
 
     def backfills(self) -> dict[str, Backfill]:
         return dict(self._backfills)
@@ -385,6 +396,8 @@ class Processor:
             job.finished = True
             del self._backfills[job.name]
             return 0
+        if not self._keep_memo:
+            self._memo.clear()
         with self._store.transaction() as tx:
             cycle = _Cycle(MemoView(tx, self._memo), self._clock.now())
             for profile_id in ids:

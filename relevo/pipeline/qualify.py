@@ -90,6 +90,9 @@ class Qualification:
     changes: list[MembershipChange] = field(default_factory=list)
     timers: dict[str, datetime | None] = field(default_factory=dict)
     events: list[OutboxRow] = field(default_factory=list)  # events destinations receive
+    # memberships a backfill found unchanged: their rows are written again (no effect), so a
+    # segment deleted and created again before its members were touched has them listed
+    kept: list[MembershipChange] = field(default_factory=list)
 
 
 class Qualifier:
@@ -104,8 +107,10 @@ class Qualifier:
         now: datetime,
         out: Qualification,
         *,
-        merged: bool,
+        every_segment: bool,
     ) -> None:
+        """Fold ``event`` into the computed traits and evaluate the segments it can change
+        (``every_segment``: all of them, for a profile that is new or has just merged)."""
         defs = self.definitions
         if defs.routes_event(event):
             body = b'{"type":"event","profileId":%s,"event":%s}' % (
@@ -116,7 +121,7 @@ class Qualifier:
         changed_computed = computed.update(defs.computed, profile, event)
         if not defs.index.segments:
             return
-        if merged:
+        if every_segment:
             affected = set(defs.index.segments)
         else:
             traits = event.traits if event.type == "identify" else ()
@@ -132,11 +137,16 @@ class Qualifier:
         self, profile: Profile, names: set[str], now: datetime, out: Qualification
     ) -> None:
         self._evaluate(profile, names, now, "backfill", out)
+        for name in names:
+            entered = profile.segments.get(name)
+            if entered is not None:
+                out.kept.append(MembershipChange(profile.id, name, True, entered, "backfill"))
 
     def on_merged_away(self, merged: Profile, now: datetime, out: Qualification) -> None:
         """A profile merged into another leaves every segment it was in."""
         for name in list(merged.segments):
-            out.changes.append(MembershipChange(merged.id, name, False, now, "merged"))
+            if name in self.definitions.index.segments:  # no exit from a deleted segment
+                out.changes.append(MembershipChange(merged.id, name, False, now, "merged"))
         merged.segments.clear()
         out.timers[merged.id] = None
 

@@ -25,14 +25,15 @@ class SegmentIndex:
                     self._by_trait[key].add(segment.name)
                 elif root == "computed":
                     self._by_computed[key].add(segment.name)
-                    if key in windowed_computed:
-                        timed.add(segment.name)
+                    if key in windowed_computed or (not key and windowed_computed):
+                        timed.add(segment.name)  # a whole-root read reads the timed ones too
                 else:  # profile facts (last_seen, counters, ...) move with every event
                     every.add(segment.name)
             if segment.rule.uses_now:
                 timed.add(segment.name)
         self.every_event = frozenset(every)
         self.timed = frozenset(timed)
+        self._timed_computed = windowed_computed
 
     def affected(self, traits: Iterable[str], computed: Iterable[str]) -> set[str]:
         # a rule reading a whole root (len(traits)) is indexed under the empty key
@@ -53,4 +54,6 @@ class SegmentIndex:
                 root, _, key = path.partition(".")
                 if root == "computed":
                     used.add(key)
+        if "" in used:  # a rule reading the whole computed root reads the timed ones too
+            used |= self._timed_computed
         return used

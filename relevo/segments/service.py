@@ -7,8 +7,9 @@ compiled snapshot of them and is handed a new one, through its command queue, on
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -18,7 +19,7 @@ import msgspec
 import yaml
 
 from relevo._clock import Clock
-from relevo.errors import NotFound, ValidationError
+from relevo.errors import ErrorDetail, NotFound, ValidationError
 from relevo.pipeline.processor import Backfill, Processor
 from relevo.pipeline.qualify import Definitions
 from relevo.profiles.computed import ComputedTraitDef, parse_definitions
@@ -38,18 +39,38 @@ def load_definition_files(directory: Path) -> tuple[list[SegmentDefinition], lis
     """``segments/*.yaml`` (one definition, or a ``segments:`` list, per file) and
     ``computed_traits.yaml`` (a ``computed_traits:`` list) under ``directory``."""
     segments: list[SegmentDefinition] = []
+    defined_in: dict[str, Path] = {}
     for path in sorted((directory / "segments").glob("*.y*ml")):
         data = _yaml(path)
         items = data.get("segments", [data]) if isinstance(data, dict) else data
         if not isinstance(items, list):
             raise ValidationError(f"{path}: expected a definition or a 'segments:' list")
-        segments.extend(parse_definition(item, f"{path.name}[{i}]") for i, item in enumerate(items))
+        for i, item in enumerate(items):
+            with _in_file(path):
+                definition = parse_definition(item, f"{path.name}[{i}]")
+                compile_segment(definition)  # a bad rule names its file, not only its column
+            if definition.name in defined_in:
+                raise ValidationError(
+                    f"{path}: segment {definition.name!r} is also defined in "
+                    f"{defined_in[definition.name]}"
+                )
+            defined_in[definition.name] = path
+            segments.append(definition)
     traits_file = directory / "computed_traits.yaml"
     traits: list[Any] = []
     if traits_file.is_file():
         data = _yaml(traits_file)
         traits = data.get("computed_traits", []) if isinstance(data, dict) else data
     return segments, traits
+
+
+@contextmanager
+def _in_file(path: Path) -> Iterator[None]:
+    """Re-raise a definition's ValidationError with the file it came from."""
+    try:
+        yield
+    except ValidationError as exc:
+        raise ValidationError(f"{path}: {exc.message}", details=exc.details) from exc
 
 
 def _yaml(path: Path) -> Any:
@@ -86,9 +107,13 @@ class SegmentService:
         (before its thread runs) with a backfill of whatever changed since the last one."""
         if directory is not None:
             definitions, traits = load_definition_files(directory)
-            self._traits = parse_definitions(traits)
+            with _in_file(directory / "computed_traits.yaml"):
+                self._traits = parse_definitions(traits)
             for definition in definitions:
-                self._put(compile_segment(definition))
+                with _in_file(directory / "segments"):
+                    segment = compile_segment(definition)
+                    self._check_computed(segment)
+                self._put(segment)
         definitions_now, backfill = self._compiled()
         self._processor.reload(definitions_now, backfill)
 
@@ -115,26 +140,65 @@ class SegmentService:
 
     async def reload(self) -> None:
         """Hand the processor a fresh snapshot (after any definition changed)."""
+        await asyncio.wrap_future(self._on_processor(self._install))
+
+    def _install(self) -> None:
+        """On the processor's thread, between cycles: compile what is stored now and hand it
+        over. (A snapshot compiled elsewhere could be installed after a newer one.)"""
         definitions, backfill = self._compiled()
-        await asyncio.wrap_future(
-            self._on_processor(lambda: self._processor.reload(definitions, backfill))
-        )
+        self._processor.reload(definitions, backfill)
 
     def validate(self, data: Any) -> Segment:
-        return compile_segment(parse_definition(data))
+        segment = compile_segment(parse_definition(data))
+        self._check_computed(segment)
+        return segment
+
+    def _check_computed(self, segment: Segment) -> None:
+        """A rule naming a computed trait that is not defined would silently read null."""
+        known = {d.name for d in self._traits}
+        unknown = sorted(
+            key
+            for root, _, key in (path.partition(".") for path in segment.rule.fields)
+            if root == "computed" and key and key not in known
+        )
+        if unknown:
+            message = (
+                f"segment {segment.name!r}: unknown computed trait {unknown[0]!r} "
+                f"(defined: {', '.join(sorted(known)) or 'none'})"
+            )
+            raise ValidationError(
+                message,
+                details=[
+                    ErrorDetail("rule", f"unknown computed trait {u!r}", "unknown_computed")
+                    for u in unknown
+                ],
+            )
 
     async def put(self, data: Any, name: str | None = None) -> Segment:
         segment = self.validate(data)
         if name is not None and segment.name != name:
             raise ValidationError(f"the definition is named {segment.name!r}, not {name!r}")
-        self._put(segment)
-        await self.reload()
+
+        # on the processor's thread, between cycles: the store's write lock is taken there,
+        # not on the event loop, and no cycle runs between the write and the reload
+        def put_on_processor() -> None:
+            self._put(segment)
+            self._install()
+
+        await asyncio.wrap_future(self._on_processor(put_on_processor))
         return segment
 
     async def delete(self, name: str) -> None:
-        if not self._store.delete_segment(name):
+        # on the processor's thread, between cycles: a cycle still evaluating the old
+        # definitions must not write members of the deleted segment after they are cleared
+        def delete_on_processor() -> bool:
+            if not self._store.delete_segment(name):
+                return False
+            self._install()
+            return True
+
+        if not await asyncio.wrap_future(self._on_processor(delete_on_processor)):
             raise NotFound(f"no segment {name!r}")
-        await self.reload()
 
     def info(self, name: str) -> SegmentInfo:
         for stored in self._store.list_segments():

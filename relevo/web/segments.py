@@ -1,4 +1,4 @@
-"""Segments API: definitions (admin key), sizes and members (server key)."""
+"""Segments API: definitions (admin key, every change audited), sizes and members (server key)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,9 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from relevo.errors import ValidationError
+from relevo.segments.model import Segment
 from relevo.segments.service import SegmentInfo, SegmentService
+from relevo.store.base import ApiKey
 from relevo.web.auth import require
 from relevo.web.json import JSONResponse
 
@@ -68,22 +70,43 @@ async def members(request: Request) -> Response:
     )
 
 
+def _audit(request: Request, actor: ApiKey, action: str, name: str, details: Any) -> None:
+    services = request.app.state.services
+    services.store.audit(services.clock.now(), actor.id, action, name, details)
+
+
+def _changed(request: Request, key: ApiKey, segment: Segment, existed: bool) -> None:
+    details = {**msgspec.to_builtins(segment.definition), "version": segment.version}
+    _audit(request, key, "segment.update" if existed else "segment.create", segment.name, details)
+
+
+def _exists(request: Request, name: Any) -> bool:
+    return any(info.definition.name == name for info in _service(request).all())
+
+
 async def create_segment(request: Request) -> Response:
-    require(request, "admin")
-    segment = await _service(request).put(await _json(request))
+    key = require(request, "admin")
+    data = await _json(request)
+    existed = isinstance(data, dict) and _exists(request, data.get("name"))
+    segment = await _service(request).put(data)
+    _changed(request, key, segment, existed)
     return JSONResponse(render(_service(request).info(segment.name)), status_code=201)
 
 
 async def put_segment(request: Request) -> Response:
-    require(request, "admin")
+    key = require(request, "admin")
     name = request.path_params["name"]
-    await _service(request).put(await _json(request), name=name)
+    existed = _exists(request, name)
+    segment = await _service(request).put(await _json(request), name=name)
+    _changed(request, key, segment, existed)
     return JSONResponse(render(_service(request).info(name)))
 
 
 async def delete_segment(request: Request) -> Response:
-    require(request, "admin")
-    await _service(request).delete(request.path_params["name"])
+    key = require(request, "admin")
+    name = request.path_params["name"]
+    await _service(request).delete(name)
+    _audit(request, key, "segment.delete", name, {})
     return JSONResponse({"deleted": True})
 
 

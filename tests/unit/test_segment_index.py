@@ -1,0 +1,276 @@
+"""Segments without I/O: definitions, the index from inputs to segments, and the qualifier
+(which segments an event, a timer, a backfill or a merge evaluates, and what it produces)."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from relevo.errors import ValidationError
+from relevo.events.model import Event
+from relevo.pipeline.qualify import Definitions, Qualification, Qualifier, outbox_row
+from relevo.profiles.computed import parse_definitions
+from relevo.profiles.model import Profile
+from relevo.profiles.state import apply_event
+from relevo.rules import RuleError
+from relevo.segments.changes import MembershipChange
+from relevo.segments.index import SegmentIndex
+from relevo.segments.model import (
+    Segment,
+    SegmentDefinition,
+    compile_segment,
+    parse_definition,
+)
+
+T0 = datetime(2026, 3, 2, tzinfo=UTC)
+HOUR = timedelta(hours=1)
+_ids = itertools.count()
+
+TRAITS = parse_definitions(
+    [
+        {"name": "views_7d", "kind": "count", "event": "Product Viewed", "window": "7d"},
+        {"name": "orders", "kind": "count", "event": "Order Completed"},
+        {"name": "days_since_order", "kind": "days_since_last", "event": "Order Completed"},
+        {"name": "spend", "kind": "sum", "event": "Order Completed", "property": "revenue"},
+    ]
+)
+RULES = {
+    "pro": 'traits.plan == "pro"',
+    "pro-buyer": 'traits.plan == "pro" and computed.orders >= 1',
+    "browser": "computed.views_7d >= 2",
+    "lapsing": "computed.days_since_order >= 14",
+    "recent": "profile.last_seen >= now() - days(1)",
+    "clicker": 'event_count("Clicked") >= 2',
+    "described": "len(traits) >= 2",
+    "any-computed": "len(computed) >= 99",
+    "no-plan": "traits.plan is null",
+}
+
+
+def segment(name: str, rule: str | dict[str, Any]) -> Segment:
+    return compile_segment(SegmentDefinition(name=name, rule=rule))
+
+
+def definitions(
+    rules: dict[str, str] = RULES, recheck: timedelta = HOUR, traits: Any = TRAITS
+) -> Definitions:
+    return Definitions.build(traits, [segment(n, r) for n, r in rules.items()], recheck)
+
+
+def event(
+    kind: str = "track",
+    name: str | None = "Clicked",
+    at: datetime = T0,
+    *,
+    traits: dict[str, Any] | None = None,
+    **properties: Any,
+) -> Event:
+    return Event(
+        type=kind,  # type: ignore[arg-type]  # the tests pass valid types
+        message_id=f"m{next(_ids)}",
+        source="test",
+        received_at=at,
+        timestamp=at,
+        user_id="u",
+        event=name if kind == "track" else None,
+        traits=traits or {},
+        properties=properties,
+    )
+
+
+# -- definitions ------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["a", "vip", "high-intent_runner", "9lives", "x" * 64])
+def test_good_segment_names(name: str) -> None:
+    assert segment(name, "true").name == name
+
+
+@pytest.mark.parametrize(
+    "name", ["", "VIP", "-x", "_x", "a b", "x" * 65, "a/b", "a.b", "é", "../etc"]
+)
+def test_bad_segment_names_are_refused(name: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        segment(name, "true")
+    assert raised.value.details[0].location == "name"
+
+
+@pytest.mark.parametrize(
+    ("rule", "root"),
+    [
+        ('event.name == "Order Completed"', "event"),
+        ('"vip" in segments', "segments"),
+        ('context.channel == "web"', "context"),
+    ],
+)
+def test_segments_read_the_profile_only(rule: str, root: str) -> None:
+    with pytest.raises(RuleError) as raised:
+        segment("x", rule)
+    assert root in str(raised.value.details)
+
+
+def test_the_version_follows_the_definition() -> None:
+    a = segment("a", 'traits.plan == "pro"')
+    assert segment("a", 'traits.plan == "pro"').version == a.version
+    assert segment("a", 'traits.plan == "team"').version != a.version
+    described = compile_segment(
+        SegmentDefinition(name="a", rule='traits.plan == "pro"', description="d")
+    )
+    assert described.version != a.version
+
+
+@pytest.mark.parametrize(
+    ("data", "word"),
+    [
+        ({"rule": "true"}, "name"),
+        ({"name": "x"}, "rule"),
+        ({"name": "x", "rule": "true", "extra": 1}, "extra"),
+        ({"name": 3, "rule": "true"}, "name"),
+        ({"name": "x", "rule": 3}, "rule"),
+        ([], "object"),
+    ],
+)
+def test_parse_definition_names_the_bad_field(data: Any, word: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        parse_definition(data, "file.yaml[0]")
+    assert word in raised.value.message
+    assert raised.value.details[0].location == "file.yaml[0]"
+
+
+# -- the index --------------------------------------------------------------------------------
+
+
+def test_the_index_maps_inputs_to_the_segments_that_read_them() -> None:
+    index = definitions().index
+    assert index.every_event == {"recent", "clicker"}
+    every = set(index.every_event)
+    assert index.affected([], []) == every
+    # "described" reads the whole traits map, "no-plan" reads traits.plan
+    assert index.affected(["plan"], []) == every | {"pro", "pro-buyer", "described", "no-plan"}
+    assert index.affected(["email"], []) == every | {"described"}
+    assert index.affected([], ["orders"]) == every | {"pro-buyer", "any-computed"}
+    assert index.affected([], ["views_7d"]) == every | {"browser", "any-computed"}
+    assert index.affected([], ["unknown"]) == every | {"any-computed"}
+
+
+def test_timed_segments_are_those_that_move_with_the_clock() -> None:
+    index = definitions().index
+    # a window slides, days_since_last counts days even over a lifetime, now() moves
+    assert index.timed == {"browser", "lapsing", "recent", "any-computed"}
+    assert index.computed_used_by({"browser", "lapsing"}) == {"views_7d", "days_since_order"}
+    assert index.computed_used_by({"any-computed"}) >= {"views_7d", "days_since_order"}
+    assert definitions(traits=[]).index.timed == {"recent"}
+    assert SegmentIndex([], frozenset()).affected(["plan"], ["x"]) == set()
+
+
+# -- the qualifier ------------------------------------------------------------------------------
+
+
+def run(qualifier: Qualifier, profile: Profile, e: Event, *, every: bool = False) -> Qualification:
+    out = Qualification()
+    apply_event(profile, e)
+    qualifier.on_event(profile, e, b"{}", e.received_at, out, every_segment=every)
+    return out
+
+
+def test_a_new_profile_is_evaluated_against_every_segment() -> None:
+    qualifier = Qualifier(definitions())
+    profile = Profile(id="p", created_at=T0)
+    first = event()
+    out = run(qualifier, profile, first, every=True)
+    # nothing changed "traits.plan", yet a profile with no plan is in "no-plan"
+    assert {(c.segment, c.entered, c.cause) for c in out.changes} == {
+        ("no-plan", True, first.message_id),
+        ("recent", True, first.message_id),
+    }
+    assert profile.segments == {"no-plan": T0, "recent": T0}
+
+
+def test_an_event_evaluates_only_the_segments_it_can_change() -> None:
+    qualifier = Qualifier(definitions())
+    profile = Profile(id="p", created_at=T0)
+    run(qualifier, profile, event(), every=True)
+    identify = event("identify", traits={"plan": "pro"})
+    out = run(qualifier, profile, identify)
+    changes = {(c.segment, c.entered, c.cause) for c in out.changes}
+    assert changes == {("pro", True, identify.message_id), ("no-plan", False, identify.message_id)}
+    # an order: pro-buyer, not browser
+    out = run(qualifier, profile, event(name="Order Completed", revenue=5))
+    assert {(c.segment, c.entered) for c in out.changes} == {("pro-buyer", True)}
+    assert profile.segments["pro-buyer"] == T0
+
+
+def test_timers_follow_the_earliest_time_based_change() -> None:
+    no_now = {k: v for k, v in RULES.items() if k != "recent"}
+    qualifier = Qualifier(definitions(no_now))
+    profile = Profile(id="p", created_at=T0)
+    out = run(qualifier, profile, event(), every=True)
+    assert out.timers == {"p": None}  # nothing in the profile moves with time
+    out = run(qualifier, profile, event(name="Order Completed"))
+    assert out.timers == {"p": T0 + timedelta(days=1)}  # days_since_order's next day
+    out = run(qualifier, profile, event(name="Product Viewed"))
+    assert out.timers == {"p": T0 + timedelta(days=1)}
+    # with a now() rule, the recheck interval bounds the wait
+    qualifier = Qualifier(definitions(recheck=timedelta(minutes=5)))
+    out = run(qualifier, profile, event())
+    assert out.timers == {"p": T0 + timedelta(minutes=5)}
+
+
+def test_a_timer_evaluates_the_timed_segments_at_its_time() -> None:
+    qualifier = Qualifier(definitions({"browser": RULES["browser"], "pro": RULES["pro"]}))
+    profile = Profile(id="p", created_at=T0)
+    run(qualifier, profile, event(name="Product Viewed"), every=True)
+    run(qualifier, profile, event(name="Product Viewed"))
+    assert set(profile.segments) == {"browser"}
+    profile.traits.clear()  # pro is not timed: a timer does not evaluate it
+    out = Qualification()
+    due = T0 + timedelta(days=7)
+    qualifier.on_timer(profile, due, out)
+    assert [(c.segment, c.entered, c.at, c.cause) for c in out.changes] == [
+        ("browser", False, due, "schedule")
+    ]
+    assert profile.computed == {}  # pruned: the views left the window
+    assert out.timers == {"p": None}
+
+
+def test_a_merged_away_profile_leaves_every_segment_still_defined() -> None:
+    qualifier = Qualifier(definitions())
+    merged = Profile(
+        id="old", created_at=T0, segments={"pro": T0, "browser": T0, "deleted-since": T0}
+    )
+    out = Qualification()
+    qualifier.on_merged_away(merged, T0 + HOUR, out)
+    assert {(c.profile_id, c.segment, c.entered, c.cause) for c in out.changes} == {
+        ("old", "pro", False, "merged"),
+        ("old", "browser", False, "merged"),
+    }
+    assert merged.segments == {}
+    assert out.timers == {"old": None}
+
+
+def test_a_backfill_keeps_the_rows_of_unchanged_members_and_drops_deleted_segments() -> None:
+    qualifier = Qualifier(definitions({"pro": RULES["pro"]}))
+    profile = Profile(id="p", created_at=T0, segments={"pro": T0, "deleted": T0})
+    apply_event(profile, event("identify", traits={"plan": "pro"}))
+    out = Qualification()
+    qualifier.on_backfill(profile, {"pro"}, T0 + HOUR, out)
+    assert out.changes == []
+    assert out.kept == [MembershipChange("p", "pro", True, T0, "backfill")]
+    assert profile.segments == {"pro": T0}  # "deleted" is no longer defined
+
+
+def test_the_outbox_row_of_a_change() -> None:
+    row = outbox_row(MembershipChange("p", "pro", False, T0, "m1"))
+    assert (row.kind, row.profile_id, row.at) == ("segment", "p", T0)
+    assert json.loads(row.payload) == {
+        "type": "segment",
+        "event": "Segment Exited",
+        "segment": "pro",
+        "profileId": "p",
+        "at": "2026-03-02T00:00:00Z",
+        "cause": "m1",
+    }
