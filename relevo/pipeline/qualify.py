@@ -37,6 +37,11 @@ class Definitions:
     index: SegmentIndex
     recheck: timedelta  # how often a segment using now() is evaluated again without events
     event_routes: frozenset[str] = frozenset()  # event names/types some destination receives
+    # derived once, read per event: the definitions by name, those timed segments read, and
+    # whether a timed segment uses now()
+    by_name: dict[str, ComputedTraitDef] = field(default_factory=dict)
+    timed_computed: list[ComputedTraitDef] = field(default_factory=list)
+    timed_uses_now: bool = False
 
     @classmethod
     def build(
@@ -49,7 +54,17 @@ class Definitions:
         # traits whose value moves with time alone: windows slide; days_since_last counts days
         # even over a lifetime
         timed = frozenset(d.name for d in traits if d.windowed or d.kind == "days_since_last")
-        return cls(traits, SegmentIndex(segments, timed), recheck, event_routes)
+        index = SegmentIndex(segments, timed)
+        used = index.computed_used_by(index.timed)
+        return cls(
+            traits,
+            index,
+            recheck,
+            event_routes,
+            by_name={d.name: d for d in traits},
+            timed_computed=[d for d in traits if d.name in used],
+            timed_uses_now=any(index.segments[n].rule.uses_now for n in index.timed),
+        )
 
     def routes_event(self, event: Event) -> bool:
         routes = self.event_routes
@@ -157,17 +172,24 @@ class Qualifier:
         for stale in [n for n in profile.segments if n not in defs.index.segments]:
             del profile.segments[stale]  # the segment was deleted; its members table is cleared
         if names:
-            data = rule_data(profile, computed.values(defs.computed, profile, now), now)
             segments = [defs.index.segments[n] for n in names if n in defs.index.segments]
+            # only the computed traits these segments read are worked out
+            wanted = defs.index.computed_of(n for n in names if n in defs.index.segments)
+            traits = (
+                defs.computed  # a rule reading the whole computed root reads every trait
+                if "" in wanted
+                else [defs.by_name[c] for c in wanted if c in defs.by_name]
+            )
+            values = computed.values(traits, profile, now)
+            data = rule_data(profile, values, now)
             out.changes.extend(reevaluate(profile, segments, data, now, cause))
         if defs.index.timed:
             out.timers[profile.id] = self._next_check(profile, now)
 
     def _next_check(self, profile: Profile, now: datetime) -> datetime | None:
         defs = self.definitions
-        used = defs.index.computed_used_by(defs.index.timed)
-        due = computed.next_change([d for d in defs.computed if d.name in used], profile, now)
-        if any(defs.index.segments[n].rule.uses_now for n in defs.index.timed):
+        due = computed.next_change(defs.timed_computed, profile, now)
+        if defs.timed_uses_now:
             recheck = now + defs.recheck
             due = recheck if due is None else min(due, recheck)
         return due

@@ -40,13 +40,15 @@ def reevaluate(
 ) -> list[MembershipChange]:
     """Evaluate ``segments`` and apply the result to ``profile.segments``; return the changes."""
     changes: list[MembershipChange] = []
+    current = profile.segments
     for segment in segments:
+        name = segment.name
         member = segment.rule.evaluate(data)
-        was = segment.name in profile.segments
-        if member and not was:
-            profile.segments[segment.name] = at
-            changes.append(MembershipChange(profile.id, segment.name, True, at, cause))
-        elif was and not member:
-            del profile.segments[segment.name]
-            changes.append(MembershipChange(profile.id, segment.name, False, at, cause))
+        if member:
+            if name not in current:
+                current[name] = at
+                changes.append(MembershipChange(profile.id, name, True, at, cause))
+        elif name in current:
+            del current[name]
+            changes.append(MembershipChange(profile.id, name, False, at, cause))
     return changes

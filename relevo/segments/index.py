@@ -34,6 +34,7 @@ class SegmentIndex:
         self.every_event = frozenset(every)
         self.timed = frozenset(timed)
         self._timed_computed = windowed_computed
+        self._computed_of = {name: self.computed_used_by([name]) for name in self.segments}
 
     def affected(self, traits: Iterable[str], computed: Iterable[str]) -> set[str]:
         # a rule reading a whole root (len(traits)) is indexed under the empty key
@@ -46,6 +47,13 @@ class SegmentIndex:
             if any_change:
                 names |= index.get("", set())
         return names
+
+    def computed_of(self, names: Iterable[str]) -> set[str]:
+        """The computed traits the named segments read (precomputed per segment)."""
+        used: set[str] = set()
+        for name in names:
+            used |= self._computed_of[name]
+        return used
 
     def computed_used_by(self, names: Iterable[str]) -> set[str]:
         used: set[str] = set()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
@@ -29,10 +29,10 @@ class Segment:
     definition: SegmentDefinition
     rule: Rule
     version: str  # a digest of the definition: a changed rule is backfilled again
+    name: str = field(init=False)  # the definition's, kept at hand: read per evaluation
 
-    @property
-    def name(self) -> str:
-        return self.definition.name
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "name", self.definition.name)
 
 
 def compile_segment(definition: SegmentDefinition) -> Segment:
