@@ -124,3 +124,67 @@ def ingest(
         server_env=env,
         pin_server=pin_server,
     )
+
+
+@bench.command("segments")
+@click.option("--events", type=int, default=100_000, help="Events through the processor.")
+@click.option("--profiles", type=int, default=10_000, help="Distinct people in the workload.")
+@click.option("--seed", type=int, default=1, help="Seed of the generated workload.")
+@click.option("--out", default="bench/results/segments.json", help="Where to write the JSON.")
+@click.option(
+    "--latency-events",
+    type=int,
+    default=500,
+    help="Segment changes timed from the event's 2xx to its webhook (0: skip that part).",
+)
+@click.option("--rate", type=float, default=50.0, help="Events/s of the latency run.")
+@click.option(
+    "--baseline/--no-baseline",
+    default=True,
+    help="Also time the processor with no segment or computed trait defined.",
+)
+@click.option(
+    "--profile",
+    "profile_dir",
+    default=None,
+    help="Record the throughput runs with py-spy into this directory (needs py-spy).",
+)
+@click.option(
+    "--dir",
+    "directory",
+    default=None,
+    help="Directory for the stores (default: a temporary one, removed afterwards).",
+)
+@click.option(
+    "--quiet-wait",
+    type=float,
+    default=60.0,
+    help="Seconds to wait at most for idle CPUs before measuring.",
+)
+def segments(
+    events: int,
+    profiles: int,
+    seed: int,
+    out: str,
+    latency_events: int,
+    rate: float,
+    baseline: bool,
+    profile_dir: str | None,
+    directory: str | None,
+    quiet_wait: float,
+) -> None:
+    """Processing with 100 segments and 30 computed traits; event-to-webhook latency."""
+    from bench.segments import run
+
+    run(
+        events=events,
+        profiles=profiles,
+        seed=seed,
+        out=out,
+        latency_events=latency_events,
+        rate=rate,
+        baseline=baseline,
+        profile_dir=profile_dir,
+        directory=directory,
+        quiet_wait=quiet_wait,
+    )

@@ -9,10 +9,10 @@ import anyio.to_thread
 import msgspec
 
 from relevo._clock import Clock
-from relevo.channels.signing import new_secret
+from relevo.channels.signing import new_secret, signature
 from relevo.channels.ssrf import OutboundPolicy, check_url
 from relevo.destinations.model import DestinationDefinition, parse_destination
-from relevo.errors import NotFound
+from relevo.errors import NotFound, ValidationError
 from relevo.store.base import DeliveryStore, FailedDelivery
 
 
@@ -41,10 +41,16 @@ class DestinationService:
     async def put(self, data: object, name: str | None = None) -> DestinationDefinition:
         definition = parse_destination(data)
         if name is not None and definition.name != name:
-            raise NotFound(f"the definition is named {definition.name!r}, not {name!r}")
+            raise ValidationError(f"the definition is named {definition.name!r}, not {name!r}")
         check_url(definition.url, self.policy)  # SSRF, at save time (again at each send)
+        if definition.secret is not None:
+            signature(definition.secret, "msg_check", 0, b"")  # a malformed secret: refused now
         if definition.type == "webhook" and definition.secret is None:
-            definition = msgspec.structs.replace(definition, secret=new_secret())
+            # an update that does not name a secret keeps the current one (the API never shows
+            # it again, so a read-modify-write must not rotate it behind the receiver's back)
+            current = self.definitions().get(definition.name)
+            kept = current.secret if current is not None and current.type == "webhook" else None
+            definition = msgspec.structs.replace(definition, secret=kept or new_secret())
         await anyio.to_thread.run_sync(
             self._store.put_destination,
             definition.name,
@@ -53,6 +59,17 @@ class DestinationService:
         )
         await self._changed()
         return definition
+
+    async def disable(self, name: str) -> None:
+        """Keep the destination but stop sending to it (``enabled: false``)."""
+        definition = self.definitions().get(name)
+        if definition is None or not definition.enabled:
+            return
+        disabled = msgspec.structs.replace(definition, enabled=False)
+        await anyio.to_thread.run_sync(
+            self._store.put_destination, name, msgspec.json.encode(disabled), self._clock.now()
+        )
+        await self._changed()
 
     async def delete(self, name: str) -> None:
         if not await anyio.to_thread.run_sync(self._store.delete_destination, name):

@@ -42,6 +42,10 @@ class SQLiteDeliveries(SQLiteBase):
         )
         return int(row[0]) if row else 0
 
+    def outbox_pending(self) -> bool:
+        """Whether the outbox holds anything (one read; in WAL mode a writer does not block it)."""
+        return self._reader().execute("SELECT 1 FROM outbox LIMIT 1").fetchone() is not None
+
     def fan_out(
         self, after: int, limit: int, route: Callable[[OutboxEntry], list[Delivery]]
     ) -> int:
@@ -56,6 +60,8 @@ class SQLiteDeliveries(SQLiteBase):
         receivers had already seen. Rows are consumed whatever their ids: new rows always get ids
         above every row still in the table, so ``ORDER BY id`` is the order they were written in.
         """
+        if not self.outbox_pending():
+            return 0  # nothing to do: no write transaction (the processor's lock stays free)
         with self._immediate() as conn:
             row = conn.execute(
                 'SELECT "offset" FROM offsets WHERE stream = ? AND partition = 0', (OUTBOX_STREAM,)

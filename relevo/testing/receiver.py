@@ -16,6 +16,7 @@ going down never waits for a sleeping handler.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import threading
@@ -42,7 +43,11 @@ class Answer:
 
 @dataclass(frozen=True)
 class Received:
-    """One request as it arrived (header names lower-case) and what it was answered."""
+    """One request as it arrived (header names lower-case) and what it was answered.
+
+    Recorded once answered (or cut off): a request still waiting out a delay is counted in
+    ``WebhookReceiver.arrivals`` but is not in ``seen()`` yet.
+    """
 
     at: float  # time.monotonic() once its body was read
     method: str
@@ -106,6 +111,7 @@ class _Handler(BaseHTTPRequestHandler):
             body,
             0,
         )
+        receiver.arrived()
         answer = receiver.respond(arrived)
         if answer.delay and receiver.interrupted(answer.delay):
             receiver.record(arrived)  # stopped or went down while waiting: no answer
@@ -137,6 +143,9 @@ class _Server(ThreadingHTTPServer):
     receiver: WebhookReceiver
     daemon_threads = False
     block_on_close = True
+    # socketserver's default backlog is 5: a burst of new connections overflows it, and a
+    # dropped SYN is retried only after a second, which would look like a slow sender
+    request_queue_size = 128
 
     def process_request(self, request: Any, client_address: Any) -> None:
         self.receiver.connection_opened(request)
@@ -163,6 +172,7 @@ class WebhookReceiver:
         self._port = port
         self._lock = threading.Lock()
         self._seen: list[Received] = []
+        self._arrivals = 0
         self._connections: set[socket.socket] = set()
         self._down = threading.Event()
         self._server: _Server | None = None
@@ -197,10 +207,8 @@ class WebhookReceiver:
         with self._lock:
             open_now = list(self._connections)
         for conn in open_now:
-            try:
+            with contextlib.suppress(OSError):
                 conn.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
         server.server_close()  # joins the handler threads (their delays were interrupted)
         if thread is not None:
             thread.join(10)
@@ -246,6 +254,7 @@ class WebhookReceiver:
     def clear(self) -> None:
         with self._lock:
             self._seen.clear()
+            self._arrivals = 0
 
     def wait_for(
         self,
@@ -264,6 +273,16 @@ class WebhookReceiver:
             time.sleep(0.005)
 
     # -- used by the handler --------------------------------------------------------------------
+
+    @property
+    def arrivals(self) -> int:
+        """Requests that arrived so far, those still being answered (delayed) included."""
+        with self._lock:
+            return self._arrivals
+
+    def arrived(self) -> None:
+        with self._lock:
+            self._arrivals += 1
 
     def record(self, received: Received) -> None:
         with self._lock:

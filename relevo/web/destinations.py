@@ -133,12 +133,18 @@ async def replay_failed(request: Request) -> Response:
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValidationError(f"invalid replay request: {exc}") from exc
     service = _service(request)
+
+    def of_destination(name: str) -> list[int]:
+        found: list[int] = []
+        after = 0
+        while page := service.failed(name, after, MAX_PAGE):
+            found.extend(f.id for f in page)
+            after = page[-1].id
+        return found
+
     ids = list(ask.ids)
     if ask.destination is not None:
-        after = 0
-        while page := service.failed(ask.destination, after, MAX_PAGE):
-            ids.extend(f.id for f in page)
-            after = page[-1].id
+        ids += await anyio.to_thread.run_sync(of_destination, ask.destination)
     if not ids:
         raise ValidationError("name failed delivery ids, or a destination")
     replayed = await anyio.to_thread.run_sync(service.replay, ids)
