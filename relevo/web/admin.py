@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 from dataclasses import asdict
-from typing import Any, TypeVar
+from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relevo.errors import NotFound, ValidationError
+from relevo.errors import NotFound
 from relevo.keys import KeyRing
 from relevo.store.base import ApiKey, Source
 from relevo.web.auth import require
 from relevo.web.json import JSONResponse
+from relevo.web.params import json_body
 
 
 class NewKeyRequest(msgspec.Struct):
@@ -24,16 +25,6 @@ class NewKeyRequest(msgspec.Struct):
 
 class SourceRequest(msgspec.Struct):
     allowed_origins: list[str] = []
-
-
-T = TypeVar("T")
-
-
-def _decode(body: bytes, shape: type[T]) -> T:
-    try:
-        return msgspec.json.decode(body, type=shape)
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"invalid request body: {exc}") from exc
 
 
 def render_key(key: ApiKey) -> dict[str, Any]:
@@ -48,7 +39,7 @@ def render_key(key: ApiKey) -> dict[str, Any]:
 
 async def create_key(request: Request) -> Response:
     admin = require(request, "admin")
-    ask = _decode(await request.body(), NewKeyRequest)
+    ask = await json_body(request, NewKeyRequest)
     ring: KeyRing = request.app.state.services.keys
     new = ring.create(ask.kind, ask.source, actor=admin.id)
     return JSONResponse({**render_key(new.key), "secret": new.secret}, status_code=201)
@@ -76,7 +67,7 @@ async def list_sources(request: Request) -> Response:
 
 async def put_source(request: Request) -> Response:
     admin = require(request, "admin")
-    ask = _decode(await request.body(), SourceRequest)
+    ask = await json_body(request, SourceRequest)
     services = request.app.state.services
     source = Source(request.path_params["name"], ask.allowed_origins)
     services.store.upsert_source(source)

@@ -20,6 +20,7 @@ from relevo.errors import NotFound, ValidationError
 from relevo.store.base import FailedDelivery
 from relevo.web.auth import require
 from relevo.web.json import JSONResponse
+from relevo.web.params import json_body, page_limit
 
 MAX_PAGE = 500
 
@@ -27,13 +28,6 @@ MAX_PAGE = 500
 def _service(request: Request) -> DestinationService:
     service: DestinationService = request.app.state.services.destinations
     return service
-
-
-async def _json(request: Request) -> Any:
-    try:
-        return msgspec.json.decode(await request.body())
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"the body is not valid JSON: {exc}") from exc
 
 
 def render(definition: DestinationDefinition, *, with_secret: bool = False) -> dict[str, Any]:
@@ -58,13 +52,6 @@ def render_failed(failed: FailedDelivery, *, with_payload: bool = False) -> dict
     return data
 
 
-def _limit(request: Request, default: int = 100) -> int:
-    raw = request.query_params.get("limit", str(default))
-    if not raw.isdigit() or not 1 <= int(raw) <= MAX_PAGE:
-        raise ValidationError(f"limit must be a whole number from 1 to {MAX_PAGE}")
-    return int(raw)
-
-
 async def list_destinations(request: Request) -> Response:
     require(request, "admin")
     return JSONResponse({"data": [render(d) for d in _service(request).definitions().values()]})
@@ -72,14 +59,14 @@ async def list_destinations(request: Request) -> Response:
 
 async def create_destination(request: Request) -> Response:
     require(request, "admin")
-    definition = await _service(request).put(await _json(request))
+    definition = await _service(request).put(await json_body(request))
     # the signing secret is shown once, when it is made
     return JSONResponse(render(definition, with_secret=True), status_code=201)
 
 
 async def put_destination(request: Request) -> Response:
     require(request, "admin")
-    definition = await _service(request).put(await _json(request), request.path_params["name"])
+    definition = await _service(request).put(await json_body(request), request.path_params["name"])
     return JSONResponse(render(definition, with_secret=True))
 
 
@@ -99,7 +86,7 @@ async def list_failed(request: Request) -> Response:
     after = request.query_params.get("after", "0")
     if not after.isdigit():
         raise ValidationError("after must be a failed delivery id")
-    limit = _limit(request)
+    limit = page_limit(request, default=100, most=MAX_PAGE)
     page = await anyio.to_thread.run_sync(
         _service(request).failed, request.query_params.get("destination"), int(after), limit
     )
@@ -128,10 +115,7 @@ class ReplayRequest(msgspec.Struct):
 async def replay_failed(request: Request) -> Response:
     """Queue failed deliveries again (by id, or all of a destination's); same webhook ids."""
     require(request, "admin")
-    try:
-        ask = msgspec.json.decode(await request.body() or b"{}", type=ReplayRequest)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise ValidationError(f"invalid replay request: {exc}") from exc
+    ask: ReplayRequest = await json_body(request, ReplayRequest)
     service = _service(request)
 
     def of_destination(name: str) -> list[int]:

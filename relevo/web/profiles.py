@@ -8,10 +8,10 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relevo.errors import ValidationError
 from relevo.profiles.service import ProfileService, ProfileView
 from relevo.web.auth import require
 from relevo.web.json import JSONResponse
+from relevo.web.params import page_limit
 
 MAX_PAGE = 200
 
@@ -66,11 +66,10 @@ async def get_profile(request: Request) -> Response:
 
 async def get_events(request: Request) -> Response:
     require(request, "server", "admin")
-    raw_limit = request.query_params.get("limit", "50")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
-        raise ValidationError(f"limit must be a whole number from 1 to {MAX_PAGE}")
     page = await _service(request).events(
-        request.path_params["identifier"], request.query_params.get("cursor"), int(raw_limit)
+        request.path_params["identifier"],
+        request.query_params.get("cursor"),
+        page_limit(request, default=50, most=MAX_PAGE),
     )
     return JSONResponse({"data": page.events, "next_cursor": page.next_cursor})
 

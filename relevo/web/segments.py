@@ -9,12 +9,12 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from relevo.errors import ValidationError
 from relevo.segments.model import Segment
 from relevo.segments.service import SegmentInfo, SegmentService
 from relevo.store.base import ApiKey
 from relevo.web.auth import require
 from relevo.web.json import JSONResponse
+from relevo.web.params import json_body, page_limit
 
 MAX_PAGE = 1000
 
@@ -22,13 +22,6 @@ MAX_PAGE = 1000
 def _service(request: Request) -> SegmentService:
     service: SegmentService = request.app.state.services.segments
     return service
-
-
-async def _json(request: Request) -> Any:
-    try:
-        return msgspec.json.decode(await request.body())
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
-        raise ValidationError(f"the body is not valid JSON: {exc}") from exc
 
 
 def render(info: SegmentInfo) -> dict[str, Any]:
@@ -55,10 +48,7 @@ async def get_segment(request: Request) -> Response:
 
 async def members(request: Request) -> Response:
     require(request, "server", "admin")
-    raw_limit = request.query_params.get("limit", "100")
-    if not raw_limit.isdigit() or not 1 <= int(raw_limit) <= MAX_PAGE:
-        raise ValidationError(f"limit must be a whole number from 1 to {MAX_PAGE}")
-    limit = int(raw_limit)
+    limit = page_limit(request, default=100, most=MAX_PAGE)
     page = _service(request).members(
         request.path_params["name"], request.query_params.get("cursor"), limit
     )
@@ -86,7 +76,7 @@ def _exists(request: Request, name: Any) -> bool:
 
 async def create_segment(request: Request) -> Response:
     key = require(request, "admin")
-    data = await _json(request)
+    data = await json_body(request)
     existed = isinstance(data, dict) and _exists(request, data.get("name"))
     segment = await _service(request).put(data)
     _changed(request, key, segment, existed)
@@ -97,7 +87,7 @@ async def put_segment(request: Request) -> Response:
     key = require(request, "admin")
     name = request.path_params["name"]
     existed = _exists(request, name)
-    segment = await _service(request).put(await _json(request), name=name)
+    segment = await _service(request).put(await json_body(request), name=name)
     _changed(request, key, segment, existed)
     return JSONResponse(render(_service(request).info(name)))
 
@@ -112,7 +102,7 @@ async def delete_segment(request: Request) -> Response:
 
 async def validate_segment(request: Request) -> Response:
     require(request, "admin")
-    segment = _service(request).validate(await _json(request))
+    segment = _service(request).validate(await json_body(request))
     return JSONResponse(
         {"valid": True, "fields": sorted(segment.rule.fields), "uses_now": segment.rule.uses_now}
     )
