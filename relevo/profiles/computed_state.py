@@ -29,6 +29,7 @@ import msgspec
 class Bucket(
     msgspec.Struct,
     omit_defaults=True,
+    gc=False,  # no reference cycles: the collector need not track the many buckets
     rename={"n": "n", "total": "s", "value": "v", "at": "t", "mid": "m", "values": "c"},
 ):
     """The partial aggregate of one trait over the events of one time bucket."""
@@ -41,7 +42,7 @@ class Bucket(
     values: dict[str, int] | None = None
 
 
-class TraitState(msgspec.Struct, array_like=True):
+class TraitState(msgspec.Struct, array_like=True, gc=False):
     """One computed trait on one profile.
 
     ``sig`` fingerprints the definition the state was built under: a changed definition

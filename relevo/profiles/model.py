@@ -22,7 +22,7 @@ class Stamped(msgspec.Struct, array_like=True, gc=False):  # no cycles: untracke
         return (self.at, self.message_id) > (other.at, other.message_id)
 
 
-class Profile(msgspec.Struct, kw_only=True):
+class Profile(msgspec.Struct, kw_only=True, gc=False):  # no cycles: untracked by the GC
     id: str
     created_at: datetime
     first_seen: datetime | None = None
