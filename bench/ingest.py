@@ -549,7 +549,14 @@ def _against_relevo(plan: Plan, people: list[Person], batches: Batches) -> dict[
     base = plan.directory or Path(tempfile.mkdtemp(prefix="relevo-bench-"))
     base.mkdir(parents=True, exist_ok=True)
     found["server_directory_fs"] = filesystem_of(base)
-    server = RelevoServer(base, cpu=plan.server_cpu, env=plan.server_env)
+    # unpinned means every core: without taskset the server would inherit this process's
+    # affinity (the load generator's one CPU)
+    every_cpu = f"0-{(os.cpu_count() or 1) - 1}"
+    server = RelevoServer(
+        base,
+        cpu=plan.server_cpu if plan.server_cpu is not None else every_cpu,
+        env=plan.server_env,
+    )
     try:
         write_key, server_key = server.create_key("write"), server.create_key("server")
         server.start()

@@ -35,7 +35,7 @@ class RelevoServer:
         *,
         port: int | None = None,
         env: dict[str, str] | None = None,
-        cpu: int | None = None,
+        cpu: int | str | None = None,
     ) -> None:
         self.directory = directory
         self.port = port or free_port()
