@@ -137,11 +137,11 @@ class Qualifier:
         if not defs.index.segments:
             return
         if every_segment:
-            affected = set(defs.index.segments)
+            self._evaluate(profile, set(defs.index.segments), now, event.message_id, out)
         else:
             traits = event.traits if event.type == "identify" else ()
             affected = defs.index.affected(traits, changed_computed)
-        self._evaluate(profile, affected, now, event.message_id, out)
+            self._evaluate(profile, affected, now, event.message_id, out, changed_computed)
 
     def on_timer(self, profile: Profile, now: datetime, out: Qualification) -> None:
         defs = self.definitions
@@ -166,8 +166,16 @@ class Qualifier:
         out.timers[merged.id] = None
 
     def _evaluate(
-        self, profile: Profile, names: set[str], now: datetime, cause: str, out: Qualification
+        self,
+        profile: Profile,
+        names: set[str],
+        now: datetime,
+        cause: str,
+        out: Qualification,
+        changed: set[str] | None = None,
     ) -> None:
+        """Evaluate the named segments; ``changed``: the computed traits this event moved
+        (None: work the profile's timer out from scratch)."""
         defs = self.definitions
         for stale in [n for n in profile.segments if n not in defs.index.segments]:
             del profile.segments[stale]  # the segment was deleted; its members table is cleared
@@ -184,11 +192,31 @@ class Qualifier:
             data = rule_data(profile, values, now)
             out.changes.extend(reevaluate(profile, segments, data, now, cause))
         if defs.index.timed:
-            out.timers[profile.id] = self._next_check(profile, now)
+            due = self._next_check(profile, now, changed)
+            if changed is None or due != profile.next_check:  # unchanged: no timer write
+                out.timers[profile.id] = due
+                profile.next_check = due
 
-    def _next_check(self, profile: Profile, now: datetime) -> datetime | None:
+    def _next_check(
+        self, profile: Profile, now: datetime, changed: set[str] | None
+    ) -> datetime | None:
+        """When the profile's time-dependent segments must be evaluated again.
+
+        From scratch, the earliest time a timed trait's value moves on its own (or the recheck
+        of a ``now()`` rule). After an event only the traits it moved are looked at: an event
+        adds a bucket, which can bring that trait's next change forward, never the others'.
+        A due time left early (the event moved one later) only fires a check that finds
+        nothing to do, and is then worked out from scratch.
+        """
         defs = self.definitions
-        due = computed.next_change(defs.timed_computed, profile, now)
+        if changed is None:
+            due = computed.next_change(defs.timed_computed, profile, now)
+        else:
+            due = profile.next_check
+            moved = [d for d in defs.timed_computed if d.name in changed]
+            candidate = computed.next_change(moved, profile, now) if moved else None
+            if candidate is not None:
+                due = candidate if due is None else min(due, candidate)
         if defs.timed_uses_now:
             recheck = now + defs.recheck
             due = recheck if due is None else min(due, recheck)

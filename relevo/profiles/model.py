@@ -37,6 +37,7 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):  # no cycles: untracked b
     timeline_size: int = 0
     merged_from: list[str] = msgspec.field(default_factory=list)
     segments: dict[str, datetime] = msgspec.field(default_factory=dict)  # name -> entered at
+    next_check: datetime | None = None  # when its time-dependent segments are due again
     computed: dict[str, TraitState] = msgspec.field(default_factory=dict)  # computed traits
 
     def trait_values(self) -> dict[str, Any]:
