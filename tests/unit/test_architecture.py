@@ -9,32 +9,36 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[2] / "relevo"
 
-# pure domain modules: the event model, identity and profile state
+# pure domain modules: the event model, identity, profile state and computed traits, the rule
+# language, segment definitions, and the outbound building blocks other than the HTTP client
 PURE = [
     *sorted((PACKAGE / "events").glob("*.py")),
+    *sorted((PACKAGE / "rules").glob("*.py")),
     *(
         PACKAGE / "profiles" / name
-        for name in ("identifiers.py", "identity.py", "model.py", "state.py", "suppression.py")
+        for name in (
+            "identifiers.py",
+            "identity.py",
+            "model.py",
+            "state.py",
+            "suppression.py",
+            "computed.py",
+            "computed_defs.py",
+            "computed_kinds.py",
+            "computed_state.py",
+        )
+    ),
+    *(PACKAGE / "segments" / name for name in ("model.py", "index.py", "engine.py")),
+    *(
+        PACKAGE / "channels" / name
+        for name in ("errors.py", "ssrf.py", "signing.py", "retry.py", "audiences.py")
     ),
 ]
 FORBIDDEN = (
-    "starlette",
-    "uvicorn",
-    "click",
-    "httpx",
-    "sqlite3",
-    "psycopg",
-    "redis",
-    "nats",
-    "prometheus_client",
-    "anyio",
-    "relevo.web",
-    "relevo.cli",
-    "relevo.store",
-    "relevo.stream",
-    "relevo.pipeline",
-    "relevo.collect",
-)
+    "starlette", "uvicorn", "click", "httpx", "httpcore", "asyncio", "sqlite3", "psycopg",
+    "redis", "nats", "prometheus_client", "anyio", "relevo.web", "relevo.cli", "relevo.store",
+    "relevo.stream", "relevo.pipeline", "relevo.collect", "relevo.channels.http",
+)  # fmt: skip
 
 
 def imports_of(path: Path) -> set[str]:
@@ -63,3 +67,11 @@ def test_only_the_web_package_knows_status_codes() -> None:
         if {"web", "cli", "testing"} & set(path.relative_to(PACKAGE).parts):
             continue
         assert "status_code" not in path.read_text(), path
+
+
+def test_only_the_web_layer_and_the_cli_import_the_web_layer() -> None:
+    for path in PACKAGE.rglob("*.py"):
+        if {"web", "cli"} & set(path.relative_to(PACKAGE).parts):
+            continue
+        bad = {m for m in imports_of(path) if m == "relevo.web" or m.startswith("relevo.web.")}
+        assert not bad, f"{path.relative_to(PACKAGE)} imports {sorted(bad)}"
