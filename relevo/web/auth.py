@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+from typing import Any
 
 from starlette.requests import Request
 
@@ -33,3 +34,9 @@ def bearer_token(request: Request) -> str | None:
 def require(request: Request, *kinds: KeyKind) -> ApiKey:
     ring: KeyRing = request.app.state.services.keys
     return ring.bearer(bearer_token(request), allowed=kinds)
+
+
+def audit(request: Request, actor: ApiKey, action: str, target: str, details: Any) -> None:
+    """Record an admin change (who, what, on which thing, with what)."""
+    services = request.app.state.services
+    services.store.audit(services.clock.now(), actor.id, action, target, details)

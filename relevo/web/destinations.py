@@ -18,7 +18,7 @@ from relevo.destinations.model import DestinationDefinition
 from relevo.destinations.service import DestinationService
 from relevo.errors import NotFound, ValidationError
 from relevo.store.base import FailedDelivery
-from relevo.web.auth import require
+from relevo.web.auth import audit, require
 from relevo.web.json import JSONResponse
 from relevo.web.params import json_body, page_limit
 
@@ -58,15 +58,17 @@ async def list_destinations(request: Request) -> Response:
 
 
 async def create_destination(request: Request) -> Response:
-    require(request, "admin")
+    key = require(request, "admin")
     definition = await _service(request).put(await json_body(request))
+    audit(request, key, "destination.put", definition.name, render(definition))
     # the signing secret is shown once, when it is made
     return JSONResponse(render(definition, with_secret=True), status_code=201)
 
 
 async def put_destination(request: Request) -> Response:
-    require(request, "admin")
+    key = require(request, "admin")
     definition = await _service(request).put(await json_body(request), request.path_params["name"])
+    audit(request, key, "destination.put", definition.name, render(definition))
     return JSONResponse(render(definition, with_secret=True))
 
 
@@ -76,8 +78,9 @@ async def get_destination(request: Request) -> Response:
 
 
 async def delete_destination(request: Request) -> Response:
-    require(request, "admin")
+    key = require(request, "admin")
     await _service(request).delete(request.path_params["name"])
+    audit(request, key, "destination.delete", request.path_params["name"], {})
     return JSONResponse({"deleted": True})
 
 
@@ -114,7 +117,7 @@ class ReplayRequest(msgspec.Struct):
 
 async def replay_failed(request: Request) -> Response:
     """Queue failed deliveries again (by id, or all of a destination's); same webhook ids."""
-    require(request, "admin")
+    key = require(request, "admin")
     ask: ReplayRequest = await json_body(request, ReplayRequest)
     service = _service(request)
 
@@ -132,6 +135,7 @@ async def replay_failed(request: Request) -> Response:
     if not ids:
         raise ValidationError("name failed delivery ids, or a destination")
     replayed = await anyio.to_thread.run_sync(service.replay, ids)
+    audit(request, key, "deliveries.replay", ask.destination or "-", {"ids": ids})
     return JSONResponse({"replayed": replayed})
 
 

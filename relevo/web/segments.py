@@ -12,7 +12,7 @@ from starlette.routing import Route
 from relevo.segments.model import Segment
 from relevo.segments.service import SegmentInfo, SegmentService
 from relevo.store.base import ApiKey
-from relevo.web.auth import require
+from relevo.web.auth import audit, require
 from relevo.web.json import JSONResponse
 from relevo.web.params import json_body, page_limit
 
@@ -60,14 +60,9 @@ async def members(request: Request) -> Response:
     )
 
 
-def _audit(request: Request, actor: ApiKey, action: str, name: str, details: Any) -> None:
-    services = request.app.state.services
-    services.store.audit(services.clock.now(), actor.id, action, name, details)
-
-
 def _changed(request: Request, key: ApiKey, segment: Segment, existed: bool) -> None:
     details = {**msgspec.to_builtins(segment.definition), "version": segment.version}
-    _audit(request, key, "segment.update" if existed else "segment.create", segment.name, details)
+    audit(request, key, "segment.update" if existed else "segment.create", segment.name, details)
 
 
 def _exists(request: Request, name: Any) -> bool:
@@ -96,7 +91,7 @@ async def delete_segment(request: Request) -> Response:
     key = require(request, "admin")
     name = request.path_params["name"]
     await _service(request).delete(name)
-    _audit(request, key, "segment.delete", name, {})
+    audit(request, key, "segment.delete", name, {})
     return JSONResponse({"deleted": True})
 
 

@@ -21,6 +21,7 @@ import base64
 import json
 import os
 import socket
+import sqlite3
 import sys
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
@@ -655,6 +656,20 @@ async def test_destination_definitions_crud(
         assert (
             await node.http.get("/v1/destinations/target", headers=node.admin)
         ).status_code == 404
+
+        # every change is audited, and the signing secret never lands in the audit log
+        with sqlite3.connect(node_settings().store_url.removeprefix("sqlite:///")) as conn:
+            rows = conn.execute(
+                "SELECT action, target, details FROM audit_log"
+                " WHERE action LIKE 'destination.%' ORDER BY id"
+            ).fetchall()
+        assert [(a, t) for a, t, _ in rows] == [
+            ("destination.put", "target"),
+            ("destination.put", "target"),
+            ("destination.put", "target"),
+            ("destination.delete", "target"),
+        ]
+        assert all(secret not in d and own not in d for _, _, d in rows)
 
 
 async def test_a_delivery_cut_off_by_a_shutdown_is_sent_after_the_restart(
