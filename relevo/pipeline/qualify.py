@@ -180,9 +180,15 @@ class Qualifier:
         for stale in [n for n in profile.segments if n not in defs.index.segments]:
             del profile.segments[stale]  # the segment was deleted; its members table is cleared
         if names:
-            segments = [defs.index.segments[n] for n in names if n in defs.index.segments]
-            # only the computed traits these segments read are worked out
-            wanted = defs.index.computed_of(n for n in names if n in defs.index.segments)
+            # the segments, and only the computed traits they read, in one pass
+            segments: list[Segment] = []
+            wanted: set[str] = set()
+            reads = defs.index.reads
+            for name in names:
+                found = reads.get(name)
+                if found is not None:
+                    segments.append(found[0])
+                    wanted |= found[1]
             traits = (
                 defs.computed  # a rule reading the whole computed root reads every trait
                 if "" in wanted

@@ -34,7 +34,11 @@ class SegmentIndex:
         self.every_event = frozenset(every)
         self.timed = frozenset(timed)
         self._timed_computed = windowed_computed
-        self._computed_of = {name: self.computed_used_by([name]) for name in self.segments}
+        # per segment: the segment and the computed traits it reads (looked up per event)
+        self.reads: dict[str, tuple[Segment, frozenset[str]]] = {
+            name: (segment, frozenset(self.computed_used_by([name])))
+            for name, segment in self.segments.items()
+        }
 
     def affected(self, traits: Iterable[str], computed: Iterable[str]) -> set[str]:
         # a rule reading a whole root (len(traits)) is indexed under the empty key
@@ -47,13 +51,6 @@ class SegmentIndex:
             if any_change:
                 names |= index.get("", set())
         return names
-
-    def computed_of(self, names: Iterable[str]) -> set[str]:
-        """The computed traits the named segments read (precomputed per segment)."""
-        used: set[str] = set()
-        for name in names:
-            used |= self._computed_of[name]
-        return used
 
     def computed_used_by(self, names: Iterable[str]) -> set[str]:
         used: set[str] = set()
