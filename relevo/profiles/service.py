@@ -64,9 +64,12 @@ def decode_cursor(cursor: str) -> tuple[int, str, int]:
     try:
         text = base64.urlsafe_b64decode(cursor.encode()).decode()
         at, seq, message_id = text.split(":", 2)  # the message id may hold colons
-        return int(at), message_id, int(seq)
+        position = int(at), message_id, int(seq)
     except (ValueError, UnicodeDecodeError) as exc:
         raise ValidationError("cursor is not one this API handed out") from exc
+    if not all(-(2**63) <= n < 2**63 for n in (position[0], position[2])):
+        raise ValidationError("cursor is not one this API handed out")
+    return position
 
 
 class ProfileService:

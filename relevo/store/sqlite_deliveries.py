@@ -6,7 +6,7 @@ from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
-from relevo.store.base import Delivery, FailedDelivery, OutboxEntry
+from relevo.store.base import Delivery, FailedDelivery, OutboxEntry, chunks
 from relevo.store.sqlite_base import SQLiteBase
 from relevo.store.timeconv import from_micros, to_micros
 
@@ -158,13 +158,15 @@ class SQLiteDeliveries(SQLiteBase):
 
     def replay_failed(self, ids: list[int], now: datetime) -> int:
         """Queue failed deliveries again, keeping their webhook ids (receivers dedupe on it)."""
+        moved = 0
         with self._immediate() as conn:
-            marks = ",".join("?" * len(ids))
-            moved = conn.execute(
-                "INSERT INTO deliveries (destination, webhook_id, profile_id, payload,"
-                " attempts, first_at, next_at) SELECT destination, webhook_id, profile_id,"
-                f" payload, 0, ?, ? FROM failed_deliveries WHERE id IN ({marks})",
-                [to_micros(now), to_micros(now), *ids],
-            ).rowcount
-            conn.execute(f"DELETE FROM failed_deliveries WHERE id IN ({marks})", ids)
+            for part in chunks(sorted(set(ids)), 900):
+                marks = ",".join("?" * len(part))
+                moved += conn.execute(
+                    "INSERT INTO deliveries (destination, webhook_id, profile_id, payload,"
+                    " attempts, first_at, next_at) SELECT destination, webhook_id, profile_id,"
+                    f" payload, 0, ?, ? FROM failed_deliveries WHERE id IN ({marks})",
+                    [to_micros(now), to_micros(now), *part],
+                ).rowcount
+                conn.execute(f"DELETE FROM failed_deliveries WHERE id IN ({marks})", part)
         return moved

@@ -4,7 +4,7 @@ hashed CSV export of a segment for an ad platform."""
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import Annotated, Any
 
 import anyio.to_thread
 import msgspec
@@ -20,7 +20,7 @@ from relevo.errors import NotFound, ValidationError
 from relevo.store.base import FailedDelivery
 from relevo.web.auth import audit, require
 from relevo.web.json import JSONResponse
-from relevo.web.params import json_body, page_limit
+from relevo.web.params import MAX_ID, json_body, page_limit, query_id
 
 MAX_PAGE = 500
 
@@ -86,12 +86,10 @@ async def delete_destination(request: Request) -> Response:
 
 async def list_failed(request: Request) -> Response:
     require(request, "admin")
-    after = request.query_params.get("after", "0")
-    if not after.isdigit():
-        raise ValidationError("after must be a failed delivery id")
+    after = query_id(request, "after")
     limit = page_limit(request, default=100, most=MAX_PAGE)
     page = await anyio.to_thread.run_sync(
-        _service(request).failed, request.query_params.get("destination"), int(after), limit
+        _service(request).failed, request.query_params.get("destination"), after, limit
     )
     return JSONResponse(
         {
@@ -104,14 +102,19 @@ async def list_failed(request: Request) -> Response:
 async def get_failed(request: Request) -> Response:
     require(request, "admin")
     wanted = request.path_params["failed_id"]
+    if wanted > MAX_ID:
+        raise NotFound(f"no failed delivery {wanted}")
     page = await anyio.to_thread.run_sync(_service(request).failed, None, wanted - 1, 1)
     if not page or page[0].id != wanted:
         raise NotFound(f"no failed delivery {wanted}")
     return JSONResponse(render_failed(page[0], with_payload=True))
 
 
+FailedId = Annotated[int, msgspec.Meta(ge=1, le=MAX_ID)]
+
+
 class ReplayRequest(msgspec.Struct):
-    ids: list[int] = []
+    ids: Annotated[list[FailedId], msgspec.Meta(max_length=10_000)] = []
     destination: str | None = None
 
 

@@ -28,3 +28,14 @@ def page_limit(request: Request, *, default: int, most: int) -> int:
     if not raw.isdigit() or not 1 <= int(raw) <= most:
         raise ValidationError(f"limit must be a whole number from 1 to {most}")
     return int(raw)
+
+
+MAX_ID = 2**63 - 1  # the largest integer SQLite (and most stores) can hold
+
+
+def query_id(request: Request, name: str, default: int = 0) -> int:
+    """A non-negative integer id from the query string (a cursor such as ``after``)."""
+    raw = request.query_params.get(name, str(default))
+    if not raw.isdigit() or int(raw) > MAX_ID:
+        raise ValidationError(f"{name} must be a whole number from 0 to {MAX_ID}")
+    return int(raw)

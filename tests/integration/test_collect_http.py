@@ -1085,3 +1085,20 @@ async def test_fuzzed_bodies_never_get_a_5xx(
         error_of(response, response.status_code)
     else:
         assert response.json()["success"] is True
+
+
+async def test_a_forged_timeline_cursor_is_a_client_error(
+    app_client: httpx.AsyncClient, keys: Any, processed: Callable[[], Any]
+) -> None:
+    import base64
+
+    response = await app_client.post(
+        "/v1/batch", json={"batch": [track("forged", "m-1")]}, headers=basic(keys.write)
+    )
+    assert response.json()["accepted"] == 1
+    await processed()
+    cursor = base64.urlsafe_b64encode(f"{2**70}:{2**70}:m".encode()).decode()
+    answer = await app_client.get(
+        f"/v1/profiles/user_id:forged/events?cursor={cursor}", headers=bearer(keys.server)
+    )
+    error_of(answer, 400)

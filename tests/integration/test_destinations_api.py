@@ -741,3 +741,23 @@ async def test_a_new_destination_receives_what_happens_after_it_was_made(
         assert len(receiver.seen()) == 1
         late = await node.http.get("/v1/profiles/user_id:late", headers=server)
         assert request.json()["profileId"] == late.json()["id"]
+
+
+async def test_ids_beyond_what_the_store_holds_are_client_errors(
+    node_settings: Callable[..., Settings],
+) -> None:
+    """Found by schemathesis: integers past 2**63-1 reached SQLite and answered 500."""
+    async with running(node_settings(**ALLOW_LOOPBACK)) as node:
+        huge = 2**64
+        replay = await node.http.post(
+            "/v1/failed-deliveries/replay", json={"ids": [huge]}, headers=node.admin
+        )
+        assert replay.status_code == 400, replay.text
+        listed = await node.http.get(f"/v1/failed-deliveries?after={huge}", headers=node.admin)
+        assert listed.status_code == 400, listed.text
+        one = await node.http.get(f"/v1/failed-deliveries/{huge}", headers=node.admin)
+        assert one.status_code == 404, one.text
+        many = await node.http.post(
+            "/v1/failed-deliveries/replay", json={"ids": list(range(1, 5001))}, headers=node.admin
+        )
+        assert many.json() == {"replayed": 0}  # more ids than one SQL statement may bind
