@@ -23,6 +23,7 @@ from relevo.web import admin, collect, destinations, ops, profiles, segments
 from relevo.web.errors import http_error_handler, relevo_error_handler, unexpected_error_handler
 from relevo.web.json import JSONResponse
 from relevo.web.openapi import openapi_document
+from relevo.web.routing import one_route_per_path
 
 
 class RequestMetrics:
@@ -83,15 +84,17 @@ def create_app(
         return JSONResponse(openapi_document())
 
     app = Starlette(
-        routes=[
-            *collect.routes(),
-            *profiles.routes(),
-            *segments.routes(),
-            *destinations.routes(),
-            *admin.routes(),
-            *ops.routes(),
-            Route("/openapi.json", openapi, methods=["GET"]),
-        ],
+        routes=one_route_per_path(
+            [
+                *collect.routes(),
+                *profiles.routes(),
+                *segments.routes(),
+                *destinations.routes(),
+                *admin.routes(),
+                *ops.routes(),
+                Route("/openapi.json", openapi, methods=["GET"]),
+            ]
+        ),
         lifespan=lifespan,
         exception_handlers={
             RelevoError: relevo_error_handler,

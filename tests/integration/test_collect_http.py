@@ -1102,3 +1102,24 @@ async def test_a_forged_timeline_cursor_is_a_client_error(
         f"/v1/profiles/user_id:forged/events?cursor={cursor}", headers=bearer(keys.server)
     )
     error_of(answer, 400)
+
+
+async def test_a_wrong_method_is_a_405_that_names_every_method_of_the_path(
+    app_client: httpx.AsyncClient, keys: Any
+) -> None:
+    answer = await app_client.request("PATCH", "/v1/profiles/user_id:x", headers=bearer(keys.admin))
+    assert answer.status_code == 405
+    assert set(answer.headers["allow"].replace(" ", "").split(",")) >= {"GET", "DELETE"}
+    answer = await app_client.get("/v1/batch")
+    assert answer.status_code == 405
+    assert set(answer.headers["allow"].replace(" ", "").split(",")) == {"POST", "OPTIONS"}
+
+
+async def test_request_metrics_are_labelled_by_the_handler_that_answered(
+    app_client: httpx.AsyncClient, keys: Any
+) -> None:
+    await app_client.get("/v1/profiles/user_id:nobody", headers=bearer(keys.server))
+    await app_client.delete("/v1/profiles/user_id:nobody", headers=bearer(keys.admin))
+    text = (await app_client.get("/metrics")).text
+    assert 'route="get_profile",status="404"' in text.replace('method="GET",', "")
+    assert 'route="delete_profile",status="404"' in text.replace('method="DELETE",', "")
