@@ -78,8 +78,23 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
     clock = clock or SystemClock()
     metrics = Metrics()
     store = open_store(settings.store_url)
-    store.migrate()
-    log = open_log(settings, clock)
+    try:
+        store.migrate()
+        log = open_log(settings, clock)
+    except BaseException:
+        store.close()
+        raise
+    try:
+        return _wire(settings, clock, metrics, store, log)
+    except BaseException:  # e.g. a definitions file with an error: close what was opened
+        log.close()
+        store.close()
+        raise
+
+
+def _wire(
+    settings: Settings, clock: Clock, metrics: Metrics, store: SQLiteStore, log: EventLog
+) -> Services:
     keys = KeyRing(store, clock)
     processor = Processor(store, log, settings, clock, metrics)
     destinations = DestinationService(store, clock, outbound_policy(settings))

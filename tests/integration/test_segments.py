@@ -16,6 +16,7 @@ import json
 import re
 import sqlite3
 import tempfile
+import threading
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
@@ -731,10 +732,13 @@ def test_a_bad_definition_file_fails_the_start_with_a_clear_error(
     directory = write_definitions(tmp_path / "definitions")
     (directory / path).write_text(text)
     settings = make_settings(definitions_dir=str(directory))
+    before = {t.name for t in threading.enumerate()}
     with pytest.raises(ValidationError) as raised:
         build_services(settings, clock)
     assert named in raised.value.message
     assert reason in str(raised.value.message) + str(raised.value.details)
+    # what was opened before the error is closed again: no checkpointer thread is left behind
+    assert {t.name for t in threading.enumerate()} <= before
 
 
 # -- property: incremental membership == from-scratch evaluation --------------------------------
