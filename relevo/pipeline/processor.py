@@ -51,6 +51,7 @@ class Backfill:
 
     name: str
     version: str
+    total: int = 0  # live profiles when it started (profiles made since are evaluated too)
     cursor: str | None = None
     done: int = 0
     finished: bool = False
@@ -363,7 +364,7 @@ class Processor:
         for name, version in backfill.items():
             running = self._backfills.get(name)
             if running is None or running.version != version:  # else: carry on where it is
-                self._backfills[name] = Backfill(name, version)
+                self._backfills[name] = Backfill(name, version, total=self._store.profile_count())
 
     def backfills(self) -> dict[str, Backfill]:
         return dict(self._backfills)

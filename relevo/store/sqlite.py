@@ -355,6 +355,14 @@ class SQLiteStore(SQLiteDeliveries):
         row = self._reader().execute("SELECT min(due_at) FROM segment_timers").fetchone()
         return from_micros(row[0]) if row[0] is not None else None
 
+    def profile_count(self) -> int:
+        row = (
+            self._reader()
+            .execute("SELECT count(*) FROM profiles WHERE merged_into IS NULL")
+            .fetchone()
+        )
+        return int(row[0])
+
     def profile_ids(self, after: str | None, limit: int) -> list[str]:
         rows = self._reader().execute(
             "SELECT id FROM profiles WHERE merged_into IS NULL AND id > ? ORDER BY id LIMIT ?",

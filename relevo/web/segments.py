@@ -31,7 +31,9 @@ def render(info: SegmentInfo) -> dict[str, Any]:
         "version": info.version,
         "size": info.size,
         "backfill": (
-            {"state": "running", "done": backfill.done} if backfill else {"state": "done"}
+            {"state": "running", "done": backfill.done, "total": backfill.total}
+            if backfill
+            else {"state": "done"}
         ),
     }
 

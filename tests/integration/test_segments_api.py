@@ -197,13 +197,18 @@ async def test_a_new_segment_is_backfilled_in_the_background_with_progress(
     assert created["rule"] == PRO["rule"]
     assert created["description"] == "paying"
     assert created["size"] == 0
-    assert created["backfill"] == {"state": "running", "done": 0}
+    total = len(ids)
+    assert created["backfill"] == {"state": "running", "done": 0, "total": total}
 
     gate.release()  # one chunk of two profiles
     await api.eventually(
         lambda: services.processor.backfills()["pros"].done == 2, what="a first chunk"
     )
-    assert (await api.segment("pros"))["backfill"] == {"state": "running", "done": 2}
+    assert (await api.segment("pros"))["backfill"] == {
+        "state": "running",
+        "done": 2,
+        "total": total,
+    }
     gate.open = True
     gate.release()
     await api.backfilled("pros", len(pros))
