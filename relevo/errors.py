@@ -6,6 +6,7 @@
      +-- AuthError              no credential, or an unknown one
      |    +-- Forbidden         a known credential without the needed scope
      +-- NotFound               the thing asked for does not exist (or was erased)
+     +-- Conflict               it exists already (create, not replace)
      +-- Overloaded             backpressure: try again after ``retry_after`` seconds
      +-- BackendError           a store or stream failed
           +-- BackendNotInstalled  the driver for a configured URL is missing
@@ -60,6 +61,10 @@ class Forbidden(AuthError):
 
 class NotFound(RelevoError):
     code = "not_found"
+
+
+class Conflict(RelevoError):
+    code = "conflict"
 
 
 class Overloaded(RelevoError):

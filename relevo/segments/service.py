@@ -19,7 +19,7 @@ import msgspec
 import yaml
 
 from relevo._clock import Clock
-from relevo.errors import ErrorDetail, NotFound, ValidationError
+from relevo.errors import Conflict, ErrorDetail, NotFound, ValidationError
 from relevo.pipeline.processor import Backfill, Processor
 from relevo.pipeline.qualify import Definitions
 from relevo.profiles.computed import ComputedTraitDef, parse_definitions
@@ -174,7 +174,8 @@ class SegmentService:
                 ],
             )
 
-    async def put(self, data: Any, name: str | None = None) -> Segment:
+    async def put(self, data: Any, name: str | None = None, *, create: bool = False) -> Segment:
+        """Save a definition (``create``: only if no segment has its name: Conflict)."""
         segment = self.validate(data)
         if name is not None and segment.name != name:
             raise ValidationError(f"the definition is named {segment.name!r}, not {name!r}")
@@ -182,6 +183,10 @@ class SegmentService:
         # on the processor's thread, between cycles: the store's write lock is taken there,
         # not on the event loop, and no cycle runs between the write and the reload
         def put_on_processor() -> None:
+            if create and any(s.name == segment.name for s in self._store.list_segments()):
+                raise Conflict(
+                    f"segment {segment.name!r} exists: PUT /v1/segments/{segment.name} replaces it"
+                )
             self._put(segment)
             self._install()
 

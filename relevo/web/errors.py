@@ -11,6 +11,7 @@ from starlette.responses import Response
 
 from relevo.errors import (
     AuthError,
+    Conflict,
     ErrorDetail,
     Forbidden,
     NotFound,
@@ -29,6 +30,7 @@ STATUS: list[tuple[type[RelevoError], int]] = [
     (Forbidden, 403),
     (AuthError, 401),
     (NotFound, 404),
+    (Conflict, 409),
     (Overloaded, 429),
 ]
 

@@ -23,6 +23,7 @@ def _responses(*codes: int, ok: dict[str, Any] | None = None) -> dict[str, Any]:
         401: ("No key, or an unknown one", _ERROR),
         403: ("The key may not do this (or the origin may not send here)", _ERROR),
         404: ("Not found", _ERROR),
+        409: ("It exists already", _ERROR),
         413: ("Request, event or batch over its size limit", _ERROR),
         429: ("Backpressure: retry after the Retry-After header's seconds", _ERROR),
         503: ("Not ready", {"type": "object"}),
@@ -145,7 +146,7 @@ def openapi_document() -> dict[str, Any]:
             **seg,
             "summary": "Create a segment (admin key); it is backfilled",
             "requestBody": definition,
-            "responses": _responses(201, 400, 401, 403),
+            "responses": _responses(201, 400, 401, 403, 409),
         },
     }
     paths["/v1/segments/validate"] = {

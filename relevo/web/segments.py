@@ -74,9 +74,8 @@ def _exists(request: Request, name: Any) -> bool:
 async def create_segment(request: Request) -> Response:
     key = require(request, "admin")
     data = await json_body(request)
-    existed = isinstance(data, dict) and _exists(request, data.get("name"))
-    segment = await _service(request).put(data)
-    _changed(request, key, segment, existed)
+    segment = await _service(request).put(data, create=True)
+    _changed(request, key, segment, existed=False)
     return JSONResponse(render(_service(request).info(segment.name)), status_code=201)
 
 

@@ -501,3 +501,15 @@ async def test_a_rule_naming_an_undefined_computed_trait_is_refused(api: Api) ->
             "unknown computed trait 'x'",
         ]
     assert error_of(await api.client.get("/v1/segments/typo", headers=api.admin), 404)
+
+
+async def test_creating_a_segment_that_exists_is_a_conflict(api: Api) -> None:
+    first = await api.client.post("/v1/segments", json=PRO, headers=api.admin)
+    assert first.status_code == 201, first.text
+    again = await api.client.post(
+        "/v1/segments", json={**PRO, "rule": 'traits.plan == "x"'}, headers=api.admin
+    )
+    error_of(again, 409)
+    assert "PUT /v1/segments/pros" in again.json()["error"]["message"]
+    kept = await api.segment("pros")
+    assert kept["rule"] == PRO["rule"]  # the first definition stands
