@@ -29,6 +29,7 @@ from relevo.profiles.model import Profile
 from relevo.services import Services, build_services
 from relevo.store.sqlite import SQLiteTransaction
 from relevo.store.sqlite_db import sqlite_path
+from relevo.testing.calls import identify, track
 
 T0 = datetime(2025, 6, 1, tzinfo=UTC)
 
@@ -123,35 +124,6 @@ def make_node(
     yield make
     for node in nodes:
         node.services.close()
-
-
-def track(
-    user: str | None,
-    message_id: str,
-    *,
-    anonymous: str | None = None,
-    at: datetime | None = None,
-    event: str = "Clicked",
-) -> dict[str, Any]:
-    call: dict[str, Any] = {"type": "track", "event": event, "messageId": message_id}
-    if user is not None:
-        call["userId"] = user
-    if anonymous is not None:
-        call["anonymousId"] = anonymous
-    if at is not None:
-        call["timestamp"] = at.isoformat()
-    return call
-
-
-def identify(
-    user: str | None, message_id: str, *, anonymous: str | None = None, **traits: Any
-) -> dict[str, Any]:
-    call: dict[str, Any] = {"type": "identify", "messageId": message_id, "traits": traits}
-    if user is not None:
-        call["userId"] = user
-    if anonymous is not None:
-        call["anonymousId"] = anonymous
-    return call
 
 
 WORKLOAD = [

@@ -47,6 +47,7 @@ from relevo.services import Services, build_services
 from relevo.store.sqlite import SQLiteTransaction
 from relevo.store.sqlite_db import sqlite_path
 from relevo.store.timeconv import from_micros
+from relevo.testing.calls import identify, track
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)  # midnight: on every bucket boundary
 
@@ -96,41 +97,6 @@ def write_definitions(
 
 class Crash(BaseException):
     """Stands for the process dying: no ``except Exception`` may swallow it."""
-
-
-def track(
-    user: str | None,
-    message_id: str,
-    event: str = "Clicked",
-    *,
-    anonymous: str | None = None,
-    at: datetime | None = None,
-    **properties: Any,
-) -> dict[str, Any]:
-    call: dict[str, Any] = {
-        "type": "track",
-        "event": event,
-        "messageId": message_id,
-        "properties": properties,
-    }
-    if user is not None:
-        call["userId"] = user
-    if anonymous is not None:
-        call["anonymousId"] = anonymous
-    if at is not None:
-        call["timestamp"] = at.isoformat()
-    return call
-
-
-def identify(
-    user: str | None, message_id: str, *, anonymous: str | None = None, **traits: Any
-) -> dict[str, Any]:
-    call: dict[str, Any] = {"type": "identify", "messageId": message_id, "traits": traits}
-    if user is not None:
-        call["userId"] = user
-    if anonymous is not None:
-        call["anonymousId"] = anonymous
-    return call
 
 
 @dataclass
