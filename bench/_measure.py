@@ -6,6 +6,7 @@ import hashlib
 import math
 import os
 import platform
+import signal
 import socket
 import subprocess
 import sys
@@ -198,3 +199,13 @@ def free_port() -> int:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def interrupt(process: subprocess.Popen[bytes]) -> None:
+    """Stop a profiler with SIGINT (on which py-spy and perf write their files), or kill it."""
+    process.send_signal(signal.SIGINT)
+    try:
+        process.wait(timeout=60)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()

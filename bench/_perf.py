@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import re
 import shutil
-import signal
 import subprocess
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench._measure import interrupt
 
 TOP = 15
 # CPython 3.11's cyclic GC: collection proper and the tp_traverse visits it makes
@@ -53,12 +54,7 @@ class Recording:
         )
 
     def stop(self) -> None:
-        self._process.send_signal(signal.SIGINT)
-        try:
-            self._process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        interrupt(self._process)
 
 
 @dataclass(frozen=True)

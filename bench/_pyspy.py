@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import subprocess
 import sys
 from collections import Counter
@@ -22,6 +21,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from bench._measure import interrupt
 
 TOP = 25
 
@@ -70,12 +71,7 @@ class Recording:
         )
 
     def stop(self) -> None:
-        self._process.send_signal(signal.SIGINT)  # py-spy writes its file on SIGINT
-        try:
-            self._process.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            self._process.kill()
-            self._process.wait()
+        interrupt(self._process)
 
 
 @dataclass(frozen=True)

@@ -53,12 +53,10 @@ def _ms(summary: dict[str, float]) -> str:
     )
 
 
-def print_table(results: dict[str, Any]) -> None:
-    m, w = results["machine"], results["workload"]
-    t, f = results["throughput"], results["freshness"]
-    q = results["quiet_before_start"]
-    server_cpu = f"cpu{results['pinning']['server_cpu']}"
-    rows: list[tuple[str, str]] = [
+def header_rows(results: dict[str, Any]) -> list[tuple[str, str]]:
+    """The machine and how quiet it was: the first rows of every benchmark's table."""
+    m, q = results["machine"], results["quiet_before_start"]
+    return [
         ("machine", f"{m['nproc']} x {m['cpu_model']}, Python {m['python']}"),
         (
             "before start",
@@ -66,6 +64,15 @@ def print_table(results: dict[str, Any]) -> None:
             + f" after {q['waited_seconds']:g}s: "
             + ", ".join(f"{n} busy {u['busy']:.0%}" for n, u in q["cpus"].items()),
         ),
+    ]
+
+
+def print_table(results: dict[str, Any]) -> None:
+    w = results["workload"]
+    t, f = results["throughput"], results["freshness"]
+    server_cpu = f"cpu{results['pinning']['server_cpu']}"
+    rows: list[tuple[str, str]] = [
+        *header_rows(results),
         (
             "pinning",
             f"server CPU {results['pinning']['server_cpu']}, "

@@ -51,6 +51,7 @@ from bench._measure import (
     source_state,
     summary_ms,
 )
+from bench._report import header_rows
 from bench._workload import CATEGORIES, PLANS, EventFactory, make_batches, population
 from bench.computed import DEFINITIONS as COMPUTED_TRAITS
 from bench.ingest import wait_for_quiet
@@ -447,16 +448,9 @@ def run(
 
 
 def print_table(results: dict[str, Any]) -> None:
-    m, w = results["machine"], results["workload"]
-    q = results["quiet_before_start"]
+    w = results["workload"]
     rows: list[tuple[str, str]] = [
-        ("machine", f"{m['nproc']} x {m['cpu_model']}, Python {m['python']}"),
-        (
-            "before start",
-            ("quiet" if q["quiet"] else "NOT quiet")
-            + f" after {q['waited_seconds']:g}s: "
-            + ", ".join(f"{n} busy {u['busy']:.0%}" for n, u in q["cpus"].items()),
-        ),
+        *header_rows(results),
         (
             "workload",
             f"{w['events']:,} events, {w['profiles']:,} people, "
