@@ -201,6 +201,13 @@ def free_port() -> int:
         return port
 
 
+def launch(command: list[str], cpu: int | None) -> subprocess.Popen[bytes]:
+    """Start a profiler, on ``cpu`` if given (away from the server it records)."""
+    if cpu is not None:
+        command = ["taskset", "-c", str(cpu), *command]
+    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
 def interrupt(process: subprocess.Popen[bytes]) -> None:
     """Stop a profiler with SIGINT (on which py-spy and perf write their files), or kill it."""
     process.send_signal(signal.SIGINT)

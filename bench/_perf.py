@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._measure import interrupt
+from bench._measure import interrupt, launch
 
 TOP = 15
 # CPython 3.11's cyclic GC: collection proper and the tp_traverse visits it makes
@@ -47,11 +47,7 @@ class Recording:
         self.out = out
         self.rate = rate
         command = [exe, "record", "-F", str(rate), "-g", "-p", str(pid), "-o", str(out)]
-        if cpu is not None:
-            command = ["taskset", "-c", str(cpu), *command]
-        self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self._process = launch(command, cpu)
 
     def stop(self) -> None:
         interrupt(self._process)

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from bench._measure import interrupt
+from bench._measure import interrupt, launch
 
 TOP = 25
 
@@ -64,11 +64,7 @@ class Recording:
             exe, "record", "--pid", str(pid), "--rate", str(rate), "--format", "raw", "--gil",
             "--threads", "--nonblocking", "--duration", "600", "--output", str(out),
         ]  # fmt: skip
-        if cpu is not None:
-            command = ["taskset", "-c", str(cpu), *command]
-        self._process = subprocess.Popen(
-            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
-        )
+        self._process = launch(command, cpu)
 
     def stop(self) -> None:
         interrupt(self._process)
