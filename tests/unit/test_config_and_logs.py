@@ -75,7 +75,8 @@ def test_a_server_collects_garbage_seldom_and_freezes_what_start_up_made() -> No
     # in a child process: the settings are process-wide
     script = (
         "import gc; from relevo._gc import tune_for_server, YOUNG_THRESHOLD;"
-        "tune_for_server(); print(gc.get_threshold()[0] == YOUNG_THRESHOLD, gc.get_freeze_count() > 0)"
+        "tune_for_server();"
+        "print(gc.get_threshold()[0] == YOUNG_THRESHOLD, gc.get_freeze_count() > 0)"
     )
     done = subprocess.run(
         [sys.executable, "-c", script], capture_output=True, text=True, check=True
