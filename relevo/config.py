@@ -10,7 +10,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -86,6 +86,19 @@ class Settings(BaseSettings):
     )
     delivery_retry_budget_seconds: float = Field(
         4 * 3600.0, description="How long a delivery is retried before it is stored as failed."
+    )
+
+    holdout_percent: float = Field(
+        0.0,
+        ge=0,
+        le=50,
+        description="Share of profiles (percent) kept in the global holdout: they get each"
+        " placement's default offer, as the baseline personalisation is measured against.",
+    )
+    identity_secret: SecretStr | None = Field(
+        None,
+        description="Secret of the userHash (HMAC-SHA256 of the user id) and profile tokens"
+        " that browsers (write keys) must show to ask decisions for a user id.",
     )
 
     log_level: str = Field("INFO", description="Log level of the JSON logs.")

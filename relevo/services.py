@@ -4,26 +4,34 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 from relevo._clock import Clock, SystemClock
 from relevo.channels.retry import RetryPolicy
 from relevo.channels.ssrf import OutboundPolicy
 from relevo.collect.service import CollectService
 from relevo.config import Settings
+from relevo.decisions.service import DecisionService, attribution_of
 from relevo.destinations.dispatch import Dispatcher
 from relevo.destinations.service import DestinationService
 from relevo.keys import KeyRing
 from relevo.metrics import Metrics
+from relevo.pipeline.learner import Learner
 from relevo.pipeline.processor import Processor
 from relevo.profiles import computed
+from relevo.profiles.cache import ProfileCache
+from relevo.profiles.identifiers import Identifier
+from relevo.profiles.model import Profile
 from relevo.profiles.service import ProfileService
 from relevo.segments.service import SegmentService
 from relevo.store.registry import open_store
 from relevo.store.sqlite import SQLiteStore
 from relevo.stream.base import EventLog
 from relevo.stream.registry import open_log
+
+PROFILE_ID = "profile"  # an identifier type naming a profile by its id (decide by profileId)
 
 
 @dataclass
@@ -39,6 +47,8 @@ class Services:
     profiles: ProfileService
     segments: SegmentService
     destinations: DestinationService
+    decisions: DecisionService
+    learner: Learner
 
     def dispatcher(self) -> Dispatcher:
         retry = RetryPolicy(
@@ -51,11 +61,15 @@ class Services:
     def start(self, *, process: bool = True) -> None:
         """Open the log for appends and, unless told not to, start the processor."""
         self.log.start()
+        self.decisions.start()
         if process:
             self.processor.start()
+            self.learner.start()
 
     def close(self) -> None:
+        self.learner.stop()
         self.processor.stop()
+        self.decisions.close()
         self.log.close()
         self.store.close()
 
@@ -107,7 +121,31 @@ def _wire(
         destinations.event_routes,
     )
     destinations.on_change = segments.reload
-    segments.load(Path(settings.definitions_dir) if settings.definitions_dir else None)
+    directory = Path(settings.definitions_dir) if settings.definitions_dir else None
+    segments.load(directory)
+
+    def computed_values(profile: Profile, now: datetime) -> dict[str, Any]:
+        return computed.values(segments.computed_traits, profile, now)
+
+    def find(identifier: Identifier) -> Profile | None:
+        return store.find(identifier.value if identifier.type == PROFILE_ID else identifier)
+
+    cache = ProfileCache(find)
+    processor.on_commit.append(cache.invalidate)
+    decisions = DecisionService(
+        store,
+        cache,
+        clock,
+        computed_values,
+        settings.holdout_percent,
+        on_catalog=lambda catalog: processor.set_attribution(attribution_of(catalog)),
+    )
+    decisions.load(directory)
+
+    def suppress(hashes: list[str]) -> None:
+        processor.suppress(hashes)
+        cache.clear()
+
     return Services(
         settings=settings,
         clock=clock,
@@ -123,9 +161,11 @@ def _wire(
             log,
             clock,
             processor.call,
-            processor.suppress,
-            lambda profile: computed.values(segments.computed_traits, profile, clock.now()),
+            suppress,
+            lambda profile: computed_values(profile, clock.now()),
         ),
         segments=segments,
         destinations=destinations,
+        decisions=decisions,
+        learner=Learner(store, decisions.catalog, clock),
     )

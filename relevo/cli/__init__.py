@@ -8,6 +8,7 @@ from relevo import __version__
 from relevo.cli.bench import bench
 from relevo.cli.deliveries import deliveries
 from relevo.cli.keys import keys
+from relevo.cli.ope import ope
 from relevo.cli.serve import demo, serve
 
 
@@ -22,6 +23,7 @@ cli.add_command(demo)
 cli.add_command(keys)
 cli.add_command(bench)
 cli.add_command(deliveries)
+cli.add_command(ope)
 
 
 def main() -> None:

@@ -188,3 +188,82 @@ def segments(
         directory=directory,
         quiet_wait=quiet_wait,
     )
+
+
+@bench.command("ope")
+@click.option(
+    "--campaign",
+    "campaigns",
+    multiple=True,
+    default=("random/all", "bts/all"),
+    show_default=True,
+    help="An Open Bandit Dataset sample campaign, or its directory (repeatable).",
+)
+@click.option("--dim", type=int, default=64, show_default=True, help="Context vector length.")
+@click.option(
+    "--train-fraction",
+    type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+    default=0.7,
+    show_default=True,
+    help="The earlier share of each log to train on.",
+)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the policies.")
+@click.option("--out", default="bench/results/ope.json", help="Where to write the JSON.")
+def ope(campaigns: tuple[str, ...], dim: int, train_fraction: float, seed: int, out: str) -> None:
+    """Relevo's policies evaluated off-policy (IPS, SNIPS, DR) on the Open Bandit Dataset."""
+    from bench.ope import run
+
+    try:
+        run(campaigns=campaigns, dim=dim, train_fraction=train_fraction, seed=seed, out=out)
+    except FileNotFoundError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+@bench.command("decide")
+@click.option("--offers", type=int, default=50, help="Offers in the bandit placement.")
+@click.option("--profiles", type=int, default=2000, help="People in the store.")
+@click.option("--decisions", type=int, default=20_000, help="Decisions timed in-process.")
+@click.option("--rate", type=float, default=1000.0, help="Requests/s of the paced HTTP run.")
+@click.option("--seconds", type=float, default=10.0, help="Length of the paced HTTP run.")
+@click.option("--connections", type=int, default=16, help="HTTP connections.")
+@click.option("--seed", type=int, default=1, help="Seed of the generated workload.")
+@click.option("--out", default="bench/results/decide.json", help="Where to write the JSON.")
+@click.option(
+    "--dir",
+    "directory",
+    default=None,
+    help="Directory for the store (default: a temporary one, removed afterwards).",
+)
+@click.option(
+    "--quiet-wait",
+    type=float,
+    default=60.0,
+    help="Seconds to wait at most for idle CPUs before measuring.",
+)
+def decide(
+    offers: int,
+    profiles: int,
+    decisions: int,
+    rate: float,
+    seconds: float,
+    connections: int,
+    seed: int,
+    out: str,
+    directory: str | None,
+    quiet_wait: float,
+) -> None:
+    """Decision cost in-process and latency over HTTP (50 offers, a bandit placement)."""
+    from bench.decide import run
+
+    run(
+        offers=offers,
+        profiles=profiles,
+        decisions=decisions,
+        rate=rate,
+        seconds=seconds,
+        connections=connections,
+        seed=seed,
+        out=out,
+        directory=directory,
+        quiet_wait=quiet_wait,
+    )

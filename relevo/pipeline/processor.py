@@ -23,6 +23,8 @@ from typing import Any
 
 from relevo._clock import Clock
 from relevo.config import Settings
+from relevo.decisions.caps import counter_keys, record_impression
+from relevo.decisions.feedback import EVENT_KINDS, AttributionMap, feedback_of, remember_click
 from relevo.events.model import Event, decode_event
 from relevo.metrics import Metrics
 from relevo.pipeline.memo import MemoView, StateMemo
@@ -72,6 +74,7 @@ class _Cycle:
     profiles: dict[str, Profile] = field(default_factory=dict)
     qualified: Qualification = field(default_factory=Qualification)
     timeline: list[tuple[str, TimelineEntry]] = field(default_factory=list)
+    merged: list[str] = field(default_factory=list)  # profiles merged away in this cycle
     merges: int = 0
     refusals: int = 0
 
@@ -110,6 +113,9 @@ class Processor:
         self._keep_memo = not store.capabilities.shared_between_processes
         self._qualifier = Qualifier(Definitions.build([], [], DEFAULT_RECHECK))
         self._backfills: dict[str, Backfill] = {}
+        self._attribution: AttributionMap = {}
+        # called after each commit with the ids of the profiles it changed or merged away
+        self.on_commit: list[Callable[[list[str]], None]] = []
         self._offsets: dict[int, int] = {}
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]]
         self._commands = queue.SimpleQueue()
@@ -229,6 +235,13 @@ class Processor:
             new_offsets = self._advance(tx, records)
         self._offsets.update(new_offsets)
         self._count(applied, suppressed, cycle)
+        self._committed(cycle)
+
+    def _committed(self, cycle: _Cycle) -> None:
+        if self.on_commit:
+            changed = [*cycle.profiles, *cycle.merged]
+            for listener in self.on_commit:
+                listener(changed)
 
     def _apply_alone(self, record: Record) -> None:
         try:
@@ -265,6 +278,8 @@ class Processor:
         resolution = resolve(identifiers, cycle.view, self._settings, new_profile_id(event))
         profile = cycle.profile(resolution.profile_id, event, resolution.created)
         self._join(cycle, profile, resolution, event)
+        if event.event is not None and (event.event in EVENT_KINDS or self._attribution):
+            self._feedback(cycle, profile, event)
         apply_event(profile, event)
         self._qualifier.on_event(
             profile,
@@ -281,6 +296,27 @@ class Processor:
         profile.timeline_size += 1
         return True
 
+    def _feedback(self, cycle: _Cycle, profile: Profile, event: Event) -> None:
+        """Join impressions, clicks and conversions to their decisions, once each; an
+        impression counts towards frequency caps, budgets and placement limits."""
+        for feedback in feedback_of(event, profile, self._attribution):
+            if not cycle.tx.record_feedback(profile.id, feedback):
+                continue  # a repeat of a fact already recorded
+            remember_click(profile, feedback)
+            if feedback.kind != "impression":
+                continue
+            at = feedback.at.timestamp()
+            record_impression(profile.exposures, feedback.offer, at)
+            keys = counter_keys("offer", feedback.offer, at)
+            if feedback.placement:
+                record_impression(profile.exposures, f"placement:{feedback.placement}", at)
+                keys += counter_keys("placement", feedback.placement, at)
+            cycle.tx.count_impressions(keys)
+
+    def set_attribution(self, attribution: AttributionMap) -> None:
+        """Which events count as conversions of which placements (through ``call``)."""
+        self._attribution = attribution
+
     def _join(self, cycle: _Cycle, profile: Profile, resolution: Resolution, event: Event) -> None:
         tx = cycle.tx
         at = event.timestamp
@@ -292,6 +328,7 @@ class Processor:
                 (profile.id if pid == merged.id else pid, entry) for pid, entry in cycle.timeline
             ]
             cycle.profiles.pop(merged.id, None)
+            cycle.merged.append(merged.id)
             cycle.view.absorb(profile.id, merged.id)
             tx.journal(
                 JournalEntry(
@@ -410,6 +447,7 @@ class Processor:
         job.cursor = ids[-1]
         job.done += len(ids)
         self._count(0, 0, cycle)
+        self._committed(cycle)
         return len(ids)
 
     # -- erasure --------------------------------------------------------------------------------

@@ -22,6 +22,18 @@ class Stamped(msgspec.Struct, array_like=True, gc=False):  # no cycles: untracke
         return (self.at, self.message_id) > (other.at, other.message_id)
 
 
+EXPOSURES_KEPT = 50  # recent impressions kept per offer (and per placement) for frequency caps
+
+
+class Touch(msgspec.Struct, array_like=True, gc=False):
+    """A click on an offer: a later conversion within the attribution window is credited to
+    its decision."""
+
+    decision_id: str
+    offer: str
+    at: datetime
+
+
 class Profile(msgspec.Struct, kw_only=True, gc=False):  # no cycles: untracked by the GC
     id: str
     created_at: datetime
@@ -39,6 +51,9 @@ class Profile(msgspec.Struct, kw_only=True, gc=False):  # no cycles: untracked b
     segments: dict[str, datetime] = msgspec.field(default_factory=dict)  # name -> entered at
     next_check: datetime | None = None  # when its time-dependent segments are due again
     computed: dict[str, TraitState] = msgspec.field(default_factory=dict)  # computed traits
+    # unix seconds of recent impressions, oldest first, by offer id and by "placement:<id>"
+    exposures: dict[str, list[int]] = msgspec.field(default_factory=dict)
+    touches: dict[str, Touch] = msgspec.field(default_factory=dict)  # placement -> last click
 
     def trait_values(self) -> dict[str, Any]:
         return {name: stamped.value for name, stamped in self.traits.items()}

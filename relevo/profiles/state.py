@@ -11,7 +11,7 @@ from typing import Any
 
 from relevo.events.model import Event
 from relevo.profiles.computed import merge_computed
-from relevo.profiles.model import Profile, Stamped
+from relevo.profiles.model import EXPOSURES_KEPT, Profile, Stamped
 
 # context facts kept on the profile: the key in event.context -> the name on the profile
 CONTEXT_FACTS: dict[str, str] = {
@@ -86,6 +86,14 @@ def merge_into(survivor: Profile, merged: Profile) -> None:
         for key, stamped in theirs_stamped.items():
             _stamp(mine_stamped, key, stamped)
     merge_computed(survivor, merged)
+    for key, shown in merged.exposures.items():
+        survivor.exposures[key] = sorted([*survivor.exposures.get(key, []), *shown])[
+            -EXPOSURES_KEPT:
+        ]
+    for placement, touch in merged.touches.items():
+        kept = survivor.touches.get(placement)
+        if kept is None or touch.at > kept.at:
+            survivor.touches[placement] = touch
     survivor.events_applied += merged.events_applied
     survivor.timeline_size += merged.timeline_size
     survivor.merged_from.extend([merged.id, *merged.merged_from])

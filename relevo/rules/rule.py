@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from relevo.rules.analysis import event_names, fields_read, uses_now
@@ -28,12 +28,24 @@ class Rule:
         text: the canonical text form.
     """
 
-    __slots__ = ("_fn", "_test", "ast", "event_names", "fields", "roots", "text", "uses_now")
+    __slots__ = (
+        "_fn",
+        "_test",
+        "ast",
+        "event_names",
+        "fields",
+        "predicate",
+        "roots",
+        "text",
+        "uses_now",
+    )
 
     def __init__(self, ast: Node, roots: frozenset[str]) -> None:
         self.ast = ast
         self.roots = roots
         self._fn, self._test = compile_node(ast)
+        # ``evaluate`` without the method call, for loops over many rules (decisions)
+        self.predicate: Callable[[Mapping[str, Any]], bool] = self._test
         self.fields = fields_read(ast)
         self.event_names = event_names(ast)
         self.uses_now = uses_now(ast)

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 
 import msgspec
 
+from relevo.decisions.log import Feedback
 from relevo.profiles.identifiers import Identifier
 from relevo.profiles.model import Profile, decode_profile, encode_profile
 from relevo.segments.changes import MembershipChange
@@ -29,7 +30,7 @@ from relevo.store.base import (
     TimelineEntry,
     chunks,
 )
-from relevo.store.sqlite_deliveries import SQLiteDeliveries
+from relevo.store.sqlite_decisions import SQLiteDecisions
 from relevo.store.timeconv import from_micros, to_micros
 
 
@@ -187,6 +188,33 @@ class SQLiteTransaction:
         )
         return [r[0] for r in rows]
 
+    def record_feedback(self, profile_id: str, feedback: Feedback) -> bool:
+        f = feedback
+        return (
+            self._conn.execute(
+                "INSERT OR IGNORE INTO feedback (decision_id, offer, kind, placement, at, value,"
+                " message_id, profile_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    f.decision_id,
+                    f.offer,
+                    f.kind,
+                    f.placement,
+                    to_micros(f.at),
+                    f.value,
+                    f.message_id,
+                    profile_id,
+                ),
+            ).rowcount
+            > 0
+        )
+
+    def count_impressions(self, keys: list[tuple[str, int | None]]) -> None:
+        self._conn.executemany(
+            "INSERT INTO impression_counters (key, count, hour) VALUES (?, 1, ?)"
+            " ON CONFLICT (key) DO UPDATE SET count = count + 1",
+            keys,
+        )
+
     def offsets(self, stream: str) -> dict[int, int]:
         rows = self._conn.execute(
             'SELECT partition, "offset" FROM offsets WHERE stream = ?', (stream,)
@@ -201,7 +229,7 @@ class SQLiteTransaction:
         )
 
 
-class SQLiteStore(SQLiteDeliveries):
+class SQLiteStore(SQLiteDecisions):
     """``sqlite:///path.db``: the embedded default."""
 
     capabilities: ClassVar[StoreCapabilities] = StoreCapabilities(shared_between_processes=False)
@@ -287,6 +315,8 @@ class SQLiteStore(SQLiteDeliveries):
                 "outbox",
                 "deliveries",
                 "failed_deliveries",
+                "decisions",
+                "feedback",
             ):
                 conn.execute(f"DELETE FROM {table} WHERE profile_id IN ({marks})", ids)
             conn.executemany(

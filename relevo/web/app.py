@@ -19,7 +19,7 @@ from relevo.config import Settings
 from relevo.errors import RelevoError
 from relevo.metrics import Metrics
 from relevo.services import Services, build_services
-from relevo.web import admin, collect, destinations, ops, profiles, segments
+from relevo.web import admin, catalog, collect, decide, destinations, ops, profiles, segments
 from relevo.web.errors import http_error_handler, relevo_error_handler, unexpected_error_handler
 from relevo.web.json import JSONResponse
 from relevo.web.openapi import openapi_document
@@ -86,10 +86,13 @@ def create_app(
     app = Starlette(
         routes=one_route_per_path(
             [
+                # the hot paths first: Starlette tries routes in order
+                *decide.routes(),
                 *collect.routes(),
                 *profiles.routes(),
                 *segments.routes(),
                 *destinations.routes(),
+                *catalog.routes(),
                 *admin.routes(),
                 *ops.routes(),
                 Route("/openapi.json", openapi, methods=["GET"]),

@@ -34,14 +34,14 @@ SINGLE: dict[str, str] = {
 BATCH_PATHS = ("/v1/batch", "/v1/b", "/v1/import", "/beacon/v1/batch")
 
 
-def _cors(request: Request) -> dict[str, str]:
+def cors_headers(request: Request) -> dict[str, str]:
     # write keys are public: any origin may send; a source may narrow this (checked on POST)
     origin = request.headers.get("origin")
     return {"Access-Control-Allow-Origin": origin, "Vary": "Origin"} if origin else {}
 
 
 async def preflight(request: Request) -> Response:
-    headers = _cors(request) or {"Access-Control-Allow-Origin": "*"}
+    headers = cors_headers(request) or {"Access-Control-Allow-Origin": "*"}
     headers.update(
         {
             "Access-Control-Allow-Methods": "POST, OPTIONS",
@@ -67,7 +67,7 @@ def _endpoint(implied_type: str | None) -> Any:
     async def collect(request: Request) -> Response:
         services = request.app.state.services
         service: CollectService = services.collect
-        cors = _cors(request)
+        cors = cors_headers(request)
         try:
             body = await read_body(request, services.settings.max_request_bytes)
             result = await service.collect(

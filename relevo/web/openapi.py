@@ -10,6 +10,7 @@ from typing import Any
 
 from relevo import __version__
 from relevo.web.collect import BATCH_PATHS, SINGLE
+from relevo.web.openapi_decide import SCHEMAS as DECIDE_SCHEMAS, decide_paths
 
 _ERROR = {"$ref": "#/components/schemas/Error"}
 
@@ -365,6 +366,7 @@ def openapi_document() -> dict[str, Any]:
             },
         }
     }
+    paths.update(decide_paths(_responses, _SERVER))
     paths["/openapi.json"] = {
         "get": {**ops, "summary": "This document", "responses": _responses(200)}
     }
@@ -386,7 +388,7 @@ def openapi_document() -> dict[str, Any]:
                     "description": "server or admin key",
                 },
             },
-            "schemas": _SCHEMAS,
+            "schemas": {**_SCHEMAS, **DECIDE_SCHEMAS},
         },
     }
 

@@ -20,6 +20,7 @@ from urllib.parse import quote
 
 import httpx
 import pytest
+import yaml
 from prometheus_client.parser import text_string_to_metric_families
 
 from relevo.testing.server import RelevoServer
@@ -204,9 +205,20 @@ def start_node(directory: Path, env: dict[str, str] | None = None) -> Node:
 def e2e_node(
     request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Node]:
-    """One server for the whole test module (tests keep apart by using unique ids)."""
-    env: dict[str, str] = getattr(request.module, "E2E_SERVER_ENV", {})
-    node = start_node(tmp_path_factory.mktemp("relevo-e2e"), env)
+    """One server for the whole test module (tests keep apart by using unique ids).
+
+    ``E2E_DEFINITIONS = {"segments/vips.yaml": {...}}`` in the module: definition files (as
+    YAML) the server loads at start."""
+    env: dict[str, str] = dict(getattr(request.module, "E2E_SERVER_ENV", {}))
+    directory = tmp_path_factory.mktemp("relevo-e2e")
+    definitions: dict[str, Any] = getattr(request.module, "E2E_DEFINITIONS", {})
+    for name, content in definitions.items():
+        path = directory / "definitions" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(yaml.safe_dump(content))
+    if definitions:
+        env["RELEVO_DEFINITIONS_DIR"] = str(directory / "definitions")
+    node = start_node(directory, env)
     try:
         yield node
     finally:

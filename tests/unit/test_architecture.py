@@ -29,6 +29,21 @@ PURE = [
         )
     ),
     *(PACKAGE / "segments" / name for name in ("model.py", "index.py", "engine.py")),
+    *sorted((PACKAGE / "learning").glob("*.py")),
+    *sorted((PACKAGE / "content").glob("*.py")),
+    *(
+        PACKAGE / "decisions" / name
+        for name in (
+            "log.py",
+            "caps.py",
+            "catalog.py",
+            "engine.py",
+            "experiments.py",
+            "feedback.py",
+            "identity.py",
+            "evaluate.py",
+        )
+    ),
     *(
         PACKAGE / "channels" / name
         for name in ("errors.py", "ssrf.py", "signing.py", "retry.py", "audiences.py")

@@ -1,0 +1,1 @@
+"""Decisioning: placements, offers, eligibility, caps, experiments, arbitration, decision log."""

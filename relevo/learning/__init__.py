@@ -1,0 +1,1 @@
+"""Bandits, propensity models and off-policy evaluation: numpy, no I/O."""
