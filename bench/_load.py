@@ -44,7 +44,8 @@ def now() -> float:
 class Sent:
     """What a sending loop saw: latencies of 2xx answers, statuses, events accepted."""
 
-    latencies: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)  # from the scheduled time
+    sent_latencies: list[float] = field(default_factory=list)  # from when it was written
     statuses: Counter[int] = field(default_factory=Counter)
     events_ok: int = 0  # events in requests answered 2xx
     accepted: int = 0  # as the server reported them
@@ -54,11 +55,12 @@ class Sent:
     first_send: float = math.inf
     last_ack: float = 0.0
 
-    def record(self, reply: Reply, events: int, scheduled: float) -> None:
+    def record(self, reply: Reply, events: int, scheduled: float, started: float) -> None:
         done = now()
         self.statuses[reply.status] += 1
         if 200 <= reply.status < 300:
             self.latencies.append(done - scheduled)
+            self.sent_latencies.append(done - started)
             self.events_ok += events
             report = _report_decoder.decode(reply.body)
             self.accepted += report.accepted
@@ -79,6 +81,8 @@ class Sent:
             "requests_per_s": round(len(self.latencies) / wall, 1) if wall > 0 else 0.0,
             "events_per_s": round(self.events_ok / wall, 1) if wall > 0 else 0.0,
             "latency": summary_ms(self.latencies),
+            # without the load generator's own lateness in sending (its timer granularity)
+            "latency_from_send": summary_ms(self.sent_latencies),
         }
 
 
@@ -106,7 +110,7 @@ async def _send(
             sent.throttled += 1
             await asyncio.sleep(min(reply.retry_after or 0.05, 1.0))
             continue
-        sent.record(reply, events, scheduled)
+        sent.record(reply, events, scheduled, started)
         return
     sent.failed += 1
 
