@@ -21,7 +21,7 @@ from relevo.decisions.catalog import Catalog, Offer, Placement
 from relevo.decisions.experiments import Experiment, Variant, assign, in_holdout
 from relevo.decisions.feedback import KIND_EVENTS
 from relevo.decisions.log import Chosen, DecisionRecord, ShadowChoice
-from relevo.learning.features import flatten
+from relevo.learning.features import Encoded, flatten
 from relevo.learning.linear import RidgeModel
 from relevo.learning.policy import Choice, Policy, Vector
 from relevo.profiles.computed_defs import lookup
@@ -43,7 +43,7 @@ class _ProfileMemo:
         self.version = version
         self.data: dict[str, Any] | None = None  # what rules read of the stored state
         self.eligible: dict[str, bool] = {}
-        self.features: dict[str, dict[str, float]] = {}
+        self.features: dict[str, tuple[dict[str, float], Encoded]] = {}
 
 
 class Models(Protocol):
@@ -225,8 +225,7 @@ class _PlacementRun:
             placement.definition.arbitration
         )
         candidates = self._candidates(variant)
-        features = self._features()
-        context_vector = placement.hasher.transform(features)
+        features, context_vector = self._features()
         if self.holdout:
             policy_name, choice = "default", _fixed(candidates)
         else:
@@ -329,17 +328,21 @@ class _PlacementRun:
                 return "placement_limit"
         return None
 
-    def _features(self) -> dict[str, float]:
-        """The flattened features of the placement's paths: those of stored profile state
-        worked out once per profile state, the others (context, computed traits) each time."""
+    def _features(self) -> tuple[dict[str, float], Vector]:
+        """The flattened features of the placement's paths and their vector: those of stored
+        profile state are flattened and hashed once per profile state, the others (context,
+        computed traits) each time."""
         placement = self.placement
+        hasher = placement.hasher
         stored_paths, live_paths = placement.feature_paths
         stored = self.memo.features.get(placement.id) if self.memo else None
         if stored is None:
-            stored = _flatten_paths(self.data, stored_paths)
+            flat = _flatten_paths(self.data, stored_paths)
+            stored = (flat, hasher.encode(flat))
             if self.memo:
                 self.memo.features[placement.id] = stored
-        return {**stored, **_flatten_paths(self.data, live_paths)}
+        live = _flatten_paths(self.data, live_paths)
+        return {**stored[0], **live}, hasher.vector(stored[1], hasher.encode(live))
 
     def _arbitrate(
         self, arbitration: str, candidates: list[Offer], context: Vector

@@ -77,6 +77,15 @@ class _Slot(NamedTuple):
     groups: tuple[int, ...]
 
 
+class Encoded(NamedTuple):
+    """Features hashed to (column, signed value) pairs, with the members of each interaction
+    prefix kept for crossing."""
+
+    indices: list[int]
+    values: list[float]
+    members: list[list[tuple[str, float]]]
+
+
 class FeatureHasher:
     """Flattened features to a dense float64 vector of length ``dim``.
 
@@ -107,9 +116,15 @@ class FeatureHasher:
 
     def transform(self, features: Mapping[str, float]) -> Vector:
         """The vector of ``features`` (as produced by :func:`flatten`)."""
+        return self.vector(self.encode(features))
+
+    def encode(self, features: Mapping[str, float]) -> Encoded:
+        """The hashed form of some features, before crossing and scaling: the part of a
+        context that does not change (a profile's) is encoded once and reused with
+        :meth:`vector`."""
         slots = self._slots
-        indices = [0]  # the bias slot, weighted 0 until the end: bincount needs an index
-        values = [0.0]
+        indices: list[int] = []
+        values: list[float] = []
         members: list[list[tuple[str, float]]] = [[] for _ in self._prefixes]
         for name, value in features.items():
             slot = slots.get(name) or self._slot(name)
@@ -117,6 +132,22 @@ class FeatureHasher:
             values.append(slot.sign * value)
             for number in slot.groups:
                 members[number].append((name, value))
+        return Encoded(indices, values, members)
+
+    def vector(self, *parts: Encoded) -> Vector:
+        """The vector of the features of ``parts`` together (their names must not overlap)."""
+        indices = [0]  # the bias slot, weighted 0 until the end: bincount needs an index
+        values = [0.0]
+        for part in parts:
+            indices += part.indices
+            values += part.values
+        if len(parts) == 1:
+            members = parts[0].members
+        else:
+            members = [
+                [m for part in parts for m in part.members[g]] for g in range(len(self._prefixes))
+            ]
+        slots = self._slots
         for first, second in self._pairs:
             for (name_a, value_a), (name_b, value_b) in _crossed(members, first, second):
                 cross = f"{name_a}*{name_b}"

@@ -119,3 +119,15 @@ def test_bad_input_is_refused() -> None:
         FeatureHasher(1)
     with pytest.raises(ValueError, match="finite"):
         FeatureHasher(8).transform({"x": math.inf})
+
+
+def test_parts_encoded_apart_give_the_vector_of_the_whole() -> None:
+    """A profile's part is encoded once and joined with each request's part: the same vector,
+    crosses between the parts included."""
+    hasher = FeatureHasher(32, [("segments", "context.device")])
+    profile = {"segments=vip": 1.0, "segments=runners": 1.0, "traits.plan=gold": 1.0}
+    request = {"context.device=mobile": 1.0, "context.hour": 0.5}
+    whole = hasher.transform({**profile, **request})
+    joined = hasher.vector(hasher.encode(profile), hasher.encode(request))
+    np.testing.assert_allclose(joined, whole)
+    assert not np.allclose(whole, hasher.transform(profile))
