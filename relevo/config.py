@@ -28,6 +28,12 @@ class Settings(BaseSettings):
         "embedded://",
         description="Event log URL; embedded:// keeps it in a file next to the SQLite store.",
     )
+    cache_url: str = Field(
+        "memory://",
+        description="Where profile change notices go: memory:// within one process, or"
+        " redis://host:port/db so API nodes in other processes drop changed profiles from"
+        " their decide cache.",
+    )
     host: str = Field("127.0.0.1", description="Address `relevo serve` listens on.")
     port: int = Field(8000, description="Port `relevo serve` listens on.")
 

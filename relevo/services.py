@@ -16,12 +16,14 @@ from relevo.config import Settings
 from relevo.decisions.service import DecisionService, attribution_of
 from relevo.destinations.dispatch import Dispatcher
 from relevo.destinations.service import DestinationService
+from relevo.errors import ValidationError
 from relevo.keys import KeyRing
 from relevo.metrics import Metrics
 from relevo.pipeline.learner import Learner
 from relevo.pipeline.processor import Processor
 from relevo.profiles import computed
 from relevo.profiles.cache import ProfileCache
+from relevo.profiles.changes import LocalChanges, ProfileChanges
 from relevo.profiles.identifiers import Identifier
 from relevo.profiles.model import Profile
 from relevo.profiles.service import ProfileService
@@ -49,6 +51,7 @@ class Services:
     destinations: DestinationService
     decisions: DecisionService
     learner: Learner
+    changes: ProfileChanges
 
     def dispatcher(self) -> Dispatcher:
         retry = RetryPolicy(
@@ -70,6 +73,7 @@ class Services:
         self.learner.stop()
         self.processor.stop()
         self.decisions.close()
+        self.changes.close()
         self.log.close()
         self.store.close()
 
@@ -86,6 +90,18 @@ def _is_network(text: str) -> bool:
     except ValueError:
         return False
     return True
+
+
+def profile_changes(url: str) -> ProfileChanges:
+    """Where profile change notices go, by URL: ``memory://`` or ``redis://...``."""
+    scheme = url.split(":", 1)[0]
+    if scheme == "memory":
+        return LocalChanges()
+    if scheme in ("redis", "rediss"):
+        from relevo.store.redis_changes import RedisChanges
+
+        return RedisChanges(url)
+    raise ValidationError(f"unknown cache URL scheme {scheme!r} (supported: memory, redis)")
 
 
 def build_services(settings: Settings, clock: Clock | None = None) -> Services:
@@ -131,7 +147,9 @@ def _wire(
         return store.find(identifier.value if identifier.type == PROFILE_ID else identifier)
 
     cache = ProfileCache(find)
-    processor.on_commit.append(cache.invalidate)
+    changes = profile_changes(settings.cache_url)
+    processor.on_commit.append(changes.publish)
+    changes.subscribe(cache.changed)
     decisions = DecisionService(
         store,
         cache,
@@ -168,4 +186,5 @@ def _wire(
         destinations=destinations,
         decisions=decisions,
         learner=Learner(store, decisions.catalog, clock),
+        changes=changes,
     )

@@ -46,6 +46,13 @@ class ProfileCache:
                 self._profiles[profile.id] = profile
         return profile
 
+    def changed(self, profile_ids: list[str] | None) -> None:
+        """A profile change notice: drop those profiles, or (None) every profile."""
+        if profile_ids is None:
+            self.clear()
+        else:
+            self.invalidate(profile_ids)
+
     def invalidate(self, profile_ids: Iterable[str]) -> None:
         with self._lock:
             self._generation += 1
