@@ -17,9 +17,9 @@ from relevo.logs import configure_logging
 from relevo.web.app import create_app
 
 
-def _server(settings: Settings) -> tuple[uvicorn.Server, Starlette]:
+def _server(settings: Settings, role: str = "all") -> tuple[uvicorn.Server, Starlette]:
     configure_logging(settings.log_level)
-    app = create_app(settings)
+    app = create_app(settings, process=role == "all")
     tune_for_server()
     config = uvicorn.Config(
         app,
@@ -37,11 +37,25 @@ def _server(settings: Settings) -> tuple[uvicorn.Server, Starlette]:
 @click.command()
 @click.option("--host", default=None, help="Listen address (default 127.0.0.1).")
 @click.option("--port", type=int, default=None, help="Port (default 8000).")
+@click.option(
+    "--role",
+    type=click.Choice(["all", "api"]),
+    default="all",
+    help="all: everything in one process (the embedded default); api: collection, decisions "
+    "and the APIs only, with `relevo worker` processes applying the log.",
+)
 @store_option
-def serve(host: str | None, port: int | None, store_url: str | None) -> None:
-    """Run Relevo: collection, processing and the APIs in one process."""
+def serve(host: str | None, port: int | None, role: str, store_url: str | None) -> None:
+    """Run Relevo: collection, processing and the APIs in one process (or the API role)."""
     settings = settings_from(host=host, port=port, store_url=store_url)
-    server, _ = _server(settings)
+    if role == "api" and (
+        settings.store_url.startswith("sqlite:") or settings.stream_url.startswith("embedded:")
+    ):
+        raise click.UsageError(
+            "--role api needs a store and an event log that other processes share: "
+            "RELEVO_STORE_URL=postgresql://... and RELEVO_STREAM_URL=redis://... or nats://..."
+        )
+    server, _ = _server(settings, role)
     server.run()
 
 

@@ -114,6 +114,11 @@ class Processor:
         self._qualifier = Qualifier(Definitions.build([], [], DEFAULT_RECHECK))
         self._backfills: dict[str, Backfill] = {}
         self._attribution: AttributionMap = {}
+        # the partitions this processor may consume (a worker's leases); None: every one
+        self.owned: Callable[[], frozenset[int]] | None = None
+        self._held: frozenset[int] = frozenset()
+        # whether cycles also run due segment timers (scale-out: the scheduler role does)
+        self.runs_timers = True
         # called after each commit with the ids of the profiles it changed or merged away
         self.on_commit: list[Callable[[list[str]], None]] = []
         self._offsets: dict[int, int] = {}
@@ -147,11 +152,32 @@ class Processor:
     def lag(self) -> int:
         """Events in the log not yet applied (offsets are dense per partition)."""
         ends = self._log.end_offsets()
-        return sum(max(0, end - self._offsets.get(p, 0)) for p, end in ends.items())
+        mine = self._consumed()
+        return sum(max(0, end - self._offsets.get(p, 0)) for p, end in ends.items() if p in mine)
 
     def caught_up(self) -> bool:
         ends = self._log.end_offsets()
-        return all(end <= self._offsets.get(p, 0) for p, end in ends.items())
+        mine = self._consumed()
+        return all(end <= self._offsets.get(p, 0) for p, end in ends.items() if p in mine)
+
+    def _consumed(self) -> frozenset[int]:
+        return frozenset(range(self._log.partitions)) if self.owned is None else self._held
+
+    def _partitions(self) -> list[int]:
+        """The partitions to read this cycle. A partition newly taken over starts from the
+        offset its previous owner committed, not from what this worker saw long ago."""
+        if self.owned is None:
+            return list(range(self._log.partitions))
+        owned = self.owned()
+        taken = owned - self._held
+        if taken:
+            with self._store.transaction() as tx:
+                committed = tx.offsets(self._log.name)
+            for partition in taken:
+                self._offsets[partition] = committed.get(partition, 0)
+            self._memo.clear()
+        self._held = owned
+        return sorted(owned)
 
     def call(self, command: Callable[[], Any]) -> concurrent.futures.Future[Any]:
         """Run ``command`` on the processor thread, between cycles (the only writer)."""
@@ -199,11 +225,9 @@ class Processor:
 
     def run_once(self) -> int:
         """Apply what is new in every partition; returns the number of records consumed."""
-        per_partition = max(1, self._settings.process_batch_size // self._log.partitions)
-        batches = [
-            self._log.read(p, self._offsets.get(p, 0), per_partition)
-            for p in range(self._log.partitions)
-        ]
+        partitions = self._partitions()
+        per_partition = max(1, self._settings.process_batch_size // max(1, len(partitions)))
+        batches = [self._log.read(p, self._offsets.get(p, 0), per_partition) for p in partitions]
         records = [r for batch in batches for r in batch]
         if not records and not self._timers_due():
             return 0
@@ -407,13 +431,13 @@ class Processor:
         return dict(self._backfills)
 
     def _timers_due(self) -> bool:
-        if not self._qualifier.definitions.index.timed:
+        if not self.runs_timers or not self._qualifier.definitions.index.timed:
             return False
         due = self._store.next_timer_at()
         return due is not None and due <= self._clock.now()
 
     def _run_timers(self, cycle: _Cycle) -> None:
-        if not self._qualifier.definitions.index.timed:
+        if not self.runs_timers or not self._qualifier.definitions.index.timed:
             return
         for profile_id in cycle.tx.due_timers(cycle.now, TIMERS_PER_CYCLE):
             profile = cycle.profiles.get(profile_id) or cycle.view.profile(profile_id)

@@ -63,21 +63,28 @@ def create_app(
     services: Services | None = None,
     process: bool = True,
 ) -> Starlette:
-    """Build the app. ``services`` may be injected (tests); otherwise built from settings."""
+    """Build the app. ``services`` may be injected (tests); otherwise built from settings.
+
+    ``process=False`` is the API role (``relevo serve --role api``): collection, decisions and
+    the APIs only; workers elsewhere apply the log and deliver to destinations.
+    """
     services = services or build_services(settings or Settings(), clock)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         services.start(process=process)
-        dispatcher = services.dispatcher()
-        dispatching = asyncio.create_task(dispatcher.run(), name="relevo-dispatcher")
+        dispatcher = services.dispatcher() if process else None
+        dispatching = (
+            asyncio.create_task(dispatcher.run(), name="relevo-dispatcher") if dispatcher else None
+        )
         app.state.ready = True
         try:
             yield
         finally:
             app.state.ready = False
-            dispatcher.stop()
-            await dispatching
+            if dispatcher is not None and dispatching is not None:
+                dispatcher.stop()
+                await dispatching
             services.close()
 
     async def openapi(request: Request) -> Response:

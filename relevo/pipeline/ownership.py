@@ -1,0 +1,71 @@
+"""Which worker consumes which partition: rendezvous hashing over the live workers, held with
+leases in the state store.
+
+Every worker heartbeats; from the live workers each one computes the same assignment (for each
+partition, the worker with the highest hash of (partition, worker)), so a joining worker takes
+about 1/n of the partitions and a dead one's partitions spread over the rest, with no
+coordinator. A worker leases what the assignment gives it and releases what it no longer owns;
+a lease that is not renewed expires, so a worker that died (kill -9) loses its partitions
+after ``ttl``.
+
+A lease alone cannot stop a paused worker from committing after its lease passed to another
+(a GC pause, a stopped VM). The processor's offsets are committed with compare-and-set in the
+same transaction as the state, so the stale worker's commit fails and nothing is applied twice.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterable
+from datetime import datetime, timedelta
+from typing import Protocol
+
+
+class LeaseStore(Protocol):
+    def heartbeat(self, worker: str, now: datetime, ttl: timedelta) -> list[str]:
+        """Record ``worker`` alive until ``now + ttl``; the workers alive at ``now``."""
+        ...
+
+    def lease(
+        self, stream: str, worker: str, wanted: list[int], now: datetime, ttl: timedelta
+    ) -> list[int]:
+        """Hold (take, or renew until ``now + ttl``) each of ``wanted`` that is free, expired
+        or already this worker's; release this worker's others. The partitions held now."""
+        ...
+
+
+def assignment(partition: int, workers: Iterable[str]) -> str:
+    """The worker that should own ``partition``: highest rendezvous hash."""
+    return max(workers, key=lambda worker: _score(partition, worker))
+
+
+def owned_by(worker: str, workers: Iterable[str], partitions: int) -> list[int]:
+    """The partitions ``worker`` should own among the live ``workers``."""
+    live = sorted(set(workers) | {worker})
+    return [p for p in range(partitions) if assignment(p, live) == worker]
+
+
+def _score(partition: int, worker: str) -> int:
+    digest = hashlib.blake2b(f"{partition}\x1f{worker}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big")
+
+
+class Ownership:
+    """One worker's view: renew it every ``ttl / 3``; ``partitions`` is what it may consume."""
+
+    def __init__(
+        self, store: LeaseStore, stream: str, worker: str, partitions: int, ttl: timedelta
+    ) -> None:
+        self._store = store
+        self._stream = stream
+        self.worker = worker
+        self._count = partitions
+        self.ttl = ttl
+        self.partitions: frozenset[int] = frozenset()
+
+    def renew(self, now: datetime) -> frozenset[int]:
+        live = self._store.heartbeat(self.worker, now, self.ttl)
+        wanted = owned_by(self.worker, live, self._count)
+        held = self._store.lease(self._stream, self.worker, wanted, now, self.ttl)
+        self.partitions = frozenset(held)
+        return self.partitions
