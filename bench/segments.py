@@ -60,7 +60,7 @@ from relevo.collect.service import CollectRequest
 from relevo.config import Settings
 from relevo.segments.model import compile_segment, parse_definition
 from relevo.services import build_services
-from relevo.store.sqlite import SQLiteStore
+from relevo.store.base import Store
 from relevo.testing.receiver import WebhookReceiver
 from relevo.testing.server import RelevoServer
 
@@ -166,7 +166,7 @@ def _cpu_for(wanted: int) -> int | None:
 # -- 1. throughput ------------------------------------------------------------------------------
 
 
-def _count_profiles(store: SQLiteStore) -> int:
+def _count_profiles(store: Store) -> int:
     count, after = 0, None
     while page := store.profile_ids(after, 10_000):
         count += len(page)

@@ -28,8 +28,8 @@ from relevo.profiles.identifiers import Identifier
 from relevo.profiles.model import Profile
 from relevo.profiles.service import ProfileService
 from relevo.segments.service import SegmentService
+from relevo.store.base import Store
 from relevo.store.registry import open_store
-from relevo.store.sqlite import SQLiteStore
 from relevo.stream.base import EventLog
 from relevo.stream.registry import open_log
 
@@ -41,7 +41,7 @@ class Services:
     settings: Settings
     clock: Clock
     metrics: Metrics
-    store: SQLiteStore
+    store: Store
     log: EventLog
     keys: KeyRing
     processor: Processor
@@ -123,7 +123,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
 
 
 def _wire(
-    settings: Settings, clock: Clock, metrics: Metrics, store: SQLiteStore, log: EventLog
+    settings: Settings, clock: Clock, metrics: Metrics, store: Store, log: EventLog
 ) -> Services:
     keys = KeyRing(store, clock)
     processor = Processor(store, log, settings, clock, metrics)

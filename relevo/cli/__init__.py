@@ -6,6 +6,7 @@ import click
 
 from relevo import __version__
 from relevo.cli.bench import bench
+from relevo.cli.db import db
 from relevo.cli.deliveries import deliveries
 from relevo.cli.keys import keys
 from relevo.cli.ope import ope
@@ -24,6 +25,7 @@ cli.add_command(keys)
 cli.add_command(bench)
 cli.add_command(deliveries)
 cli.add_command(ope)
+cli.add_command(db)
 
 
 def main() -> None:

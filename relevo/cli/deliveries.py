@@ -10,14 +10,14 @@ from datetime import UTC, datetime
 import click
 
 from relevo.cli.context import settings_from, store_option
+from relevo.store.base import Store
 from relevo.store.registry import open_store
-from relevo.store.sqlite import SQLiteStore
 
 PAGE = 500
 
 
 @contextmanager
-def _store(store_url: str | None) -> Iterator[SQLiteStore]:
+def _store(store_url: str | None) -> Iterator[Store]:
     store = open_store(settings_from(store_url=store_url).store_url)
     try:
         store.migrate()

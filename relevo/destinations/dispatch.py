@@ -36,8 +36,7 @@ from relevo.destinations.model import DestinationDefinition, webhook_id
 from relevo.destinations.service import DestinationService
 from relevo.errors import RelevoError
 from relevo.metrics import Metrics
-from relevo.store.base import Delivery, OutboxEntry
-from relevo.store.sqlite import SQLiteStore
+from relevo.store.base import Delivery, OutboxEntry, Store
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +66,7 @@ def _granted(definition: DestinationDefinition, consent: dict[str, bool]) -> boo
 class Dispatcher:
     def __init__(
         self,
-        store: SQLiteStore,
+        store: Store,
         destinations: DestinationService,
         clock: Clock,
         metrics: Metrics,

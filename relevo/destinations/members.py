@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from relevo.channels.audiences import Member
 from relevo.profiles.identifiers import EMAIL
-from relevo.store.sqlite import SQLiteStore
+from relevo.store.base import Store
 
 
-def audience_member(store: SQLiteStore, profile_id: str) -> Member:
+def audience_member(store: Store, profile_id: str) -> Member:
     identifiers = store.identifiers(profile_id)
     profile = store.find(profile_id)
     phone = profile.traits.get("phone") if profile else None

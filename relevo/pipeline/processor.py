@@ -16,6 +16,7 @@ import hashlib
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -34,7 +35,13 @@ from relevo.profiles.identity import Resolution, lookups, resolve
 from relevo.profiles.model import Profile
 from relevo.profiles.state import apply_event, merge_into
 from relevo.profiles.suppression import suppression_hash
-from relevo.store.base import JournalEntry, ProcessorStore, StateTransaction, TimelineEntry
+from relevo.store.base import (
+    JournalEntry,
+    ProcessorStore,
+    StateTransaction,
+    TimelineEntry,
+    TransactionConflict,
+)
 from relevo.stream.base import EventLog, Record
 
 log = logging.getLogger(__name__)
@@ -45,6 +52,7 @@ MEMO_CAPACITY = 200_000  # profiles (and as many identifiers) remembered between
 DEFAULT_RECHECK = timedelta(hours=1)
 TIMERS_PER_CYCLE = 1000
 BACKFILL_CHUNK = 500
+SUPPRESSIONS_SECONDS = 1.0  # how often a processor of a shared store re-reads erasures
 
 
 @dataclass
@@ -160,6 +168,12 @@ class Processor:
         mine = self._consumed()
         return all(end <= self._offsets.get(p, 0) for p, end in ends.items() if p in mine)
 
+    def _reload_offsets(self, partitions: list[int]) -> None:
+        with self._store.transaction() as tx:
+            committed = tx.offsets(self._log.name)
+        for partition in partitions:
+            self._offsets[partition] = committed.get(partition, 0)
+
     def _consumed(self) -> frozenset[int]:
         return frozenset(range(self._log.partitions)) if self.owned is None else self._held
 
@@ -171,10 +185,7 @@ class Processor:
         owned = self.owned()
         taken = owned - self._held
         if taken:
-            with self._store.transaction() as tx:
-                committed = tx.offsets(self._log.name)
-            for partition in taken:
-                self._offsets[partition] = committed.get(partition, 0)
+            self._reload_offsets(sorted(taken))
             self._memo.clear()
         self._held = owned
         return sorted(owned)
@@ -186,8 +197,13 @@ class Processor:
         return future
 
     def _run(self) -> None:
+        suppressions_read = time.monotonic()
         while not self._stop.is_set():
             self._run_commands()
+            if not self._keep_memo and time.monotonic() - suppressions_read > SUPPRESSIONS_SECONDS:
+                # another process may have erased someone: its suppressions apply here too
+                self._suppressed = self._store.suppressed()
+                suppressions_read = time.monotonic()
             try:
                 applied = self.run_once()
             except Exception:  # process boundary: log, back off, try the cycle again
@@ -233,6 +249,15 @@ class Processor:
             return 0
         try:
             self._apply(records)
+        except TransactionConflict as exc:
+            # another transaction won (a worker that took a partition over, or one that
+            # touched the same profiles): nothing was committed; start again from the store
+            log.info(
+                "cycle of %d events conflicted (%s); retrying from the store", len(records), exc
+            )
+            self._memo.clear()
+            self._reload_offsets(partitions)
+            return 0
         except Exception:
             self._memo.clear()
             log.warning("cycle of %d events failed; applying them one by one", len(records))
@@ -270,6 +295,8 @@ class Processor:
     def _apply_alone(self, record: Record) -> None:
         try:
             self._apply([record])
+        except TransactionConflict:
+            raise  # not the event's fault: the whole cycle is retried
         except Exception as exc:
             self._memo.clear()
             log.exception("event at %d/%d set aside", record.partition, record.offset)
@@ -291,7 +318,10 @@ class Processor:
         for record in records:
             last[record.partition] = record.offset
         for partition, offset in last.items():
-            tx.set_offset(self._log.name, partition, offset)
+            # compare-and-set: if another worker took the partition over and committed, this
+            # cycle fails whole instead of applying those events a second time
+            expected = self._offsets.get(partition, 0)
+            tx.set_offset(self._log.name, partition, offset, expected=expected)
         return last
 
     def _apply_event(

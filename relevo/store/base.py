@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any, ClassVar, Protocol
 
 from relevo.decisions.log import DecisionRecord, Feedback, LoggedDecision
+from relevo.errors import Conflict
 from relevo.profiles.identifiers import Identifier
 from relevo.profiles.model import Profile
 from relevo.segments.changes import MembershipChange
@@ -19,6 +20,16 @@ class StoreCapabilities:
     """What a backend can do, declared up front and checked at start."""
 
     shared_between_processes: bool
+
+
+class TransactionConflict(Conflict):
+    """Another transaction changed what this one read (or wrote the same key first): nothing
+    of this one was committed, and running the unit of work again is safe.
+
+    Raised only by stores shared between processes; a single-writer store never needs it.
+    """
+
+    code = "transaction_conflict"
 
 
 @dataclass(frozen=True)
@@ -54,13 +65,25 @@ class StateTransaction(Protocol):
 
     def load(self, profile_id: str) -> Profile | None: ...
     def load_many(self, profile_ids: list[str]) -> dict[str, Profile]: ...
-    def save(self, profiles: list[Profile]) -> None: ...
+    def save(self, profiles: list[Profile]) -> None:
+        """Write the profiles back: those this transaction loaded, and new ones.
+
+        A store shared between processes raises ``TransactionConflict`` when another
+        transaction changed (or merged away, or erased) a loaded profile since it was loaded,
+        or created a "new" one meanwhile: an update is never lost silently.
+        """
+        ...
+
     def link(self, links: list[tuple[Identifier, str, datetime]]) -> None:
         """Attach each identifier to its profile."""
         ...
 
     def absorb(self, survivor: str, merged: str) -> None:
-        """Move the identifiers and timeline of ``merged`` to ``survivor``; retire ``merged``."""
+        """Move the identifiers and timeline of ``merged`` to ``survivor``; retire ``merged``.
+
+        The caller loads both and saves ``survivor`` in the same transaction; a shared store
+        raises ``TransactionConflict`` if ``merged`` changed since it was loaded.
+        """
         ...
 
     def append_timeline(self, entries: list[tuple[str, TimelineEntry]]) -> None: ...
@@ -85,7 +108,13 @@ class StateTransaction(Protocol):
         ...
 
     def offsets(self, stream: str) -> dict[int, int]: ...
-    def set_offset(self, stream: str, partition: int, offset: int) -> None: ...
+    def set_offset(
+        self, stream: str, partition: int, offset: int, *, expected: int | None = None
+    ) -> None:
+        """Record the consumer offset. With ``expected``, only if the stored one (0 when
+        none) is still ``expected``, else TransactionConflict: a worker that lost its
+        partition to another while it worked cannot commit the events a second time."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -222,6 +251,10 @@ class ProcessorStore(ProfileStore, SegmentStore, Protocol):
 class DeliveryStore(Protocol):
     """Destinations, the outbox they are fed from, and their delivery queues."""
 
+    def outbox_pending(self) -> bool:
+        """Whether the outbox holds anything (a cheap read, polled often)."""
+        ...
+
     def list_destinations(self) -> list[tuple[str, bytes]]: ...
     def put_destination(self, name: str, definition: bytes, at: datetime) -> None: ...
     def delete_destination(self, name: str) -> bool: ...
@@ -289,3 +322,8 @@ class DecisionStore(Protocol):
         self, states: dict[str, tuple[str, bytes]], cursor: int, at: datetime
     ) -> None: ...
     def learner_cursor(self) -> int: ...
+
+
+class Store(ProcessorStore, KeyStore, DeliveryStore, DecisionStore, Protocol):
+    """Everything a node asks of its state store; every backend implements all of it (and
+    passes ``relevo.testing.store_conformance``)."""

@@ -28,6 +28,7 @@ from relevo.store.base import (
     StoreCapabilities,
     StoredSegment,
     TimelineEntry,
+    TransactionConflict,
     chunks,
 )
 from relevo.store.sqlite_decisions import SQLiteDecisions
@@ -221,7 +222,19 @@ class SQLiteTransaction:
         ).fetchall()
         return dict(rows)
 
-    def set_offset(self, stream: str, partition: int, offset: int) -> None:
+    def set_offset(
+        self, stream: str, partition: int, offset: int, *, expected: int | None = None
+    ) -> None:
+        if expected is not None:
+            row = self._conn.execute(
+                'SELECT "offset" FROM offsets WHERE stream = ? AND partition = ?',
+                (stream, partition),
+            ).fetchone()
+            stored = row[0] if row else 0
+            if stored != expected:
+                raise TransactionConflict(
+                    f"offset of {stream}/{partition} moved from {expected} to {stored}"
+                )
         self._conn.execute(
             'INSERT INTO offsets (stream, partition, "offset") VALUES (?, ?, ?)'
             ' ON CONFLICT (stream, partition) DO UPDATE SET "offset" = excluded."offset"',
