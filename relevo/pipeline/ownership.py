@@ -18,20 +18,8 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable
 from datetime import datetime, timedelta
-from typing import Protocol
 
-
-class LeaseStore(Protocol):
-    def heartbeat(self, worker: str, now: datetime, ttl: timedelta) -> list[str]:
-        """Record ``worker`` alive until ``now + ttl``; the workers alive at ``now``."""
-        ...
-
-    def lease(
-        self, stream: str, worker: str, wanted: list[int], now: datetime, ttl: timedelta
-    ) -> list[int]:
-        """Hold (take, or renew until ``now + ttl``) each of ``wanted`` that is free, expired
-        or already this worker's; release this worker's others. The partitions held now."""
-        ...
+from relevo.store.base import LeaseStore
 
 
 def assignment(partition: int, workers: Iterable[str]) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
 
 from relevo.decisions.log import DecisionRecord, Feedback, LoggedDecision
@@ -324,6 +324,15 @@ class DecisionStore(Protocol):
     def learner_cursor(self) -> int: ...
 
 
-class Store(ProcessorStore, KeyStore, DeliveryStore, DecisionStore, Protocol):
+class LeaseStore(Protocol):
+    """Worker heartbeats and partition leases (see relevo.pipeline.ownership)."""
+
+    def heartbeat(self, worker: str, now: datetime, ttl: timedelta) -> list[str]: ...
+    def lease(
+        self, stream: str, worker: str, wanted: list[int], now: datetime, ttl: timedelta
+    ) -> list[int]: ...
+
+
+class Store(ProcessorStore, KeyStore, DeliveryStore, DecisionStore, LeaseStore, Protocol):
     """Everything a node asks of its state store; every backend implements all of it (and
     passes ``relevo.testing.store_conformance``)."""

@@ -33,7 +33,7 @@ from relevo.store.base import (
     StoredSegment,
     TimelineEntry,
 )
-from relevo.store.postgres_decisions import PostgresDecisions
+from relevo.store.postgres_leases import PostgresLeases
 from relevo.store.postgres_transaction import PostgresTransaction
 from relevo.store.timeconv import from_micros
 
@@ -67,7 +67,7 @@ PERSONAL_TABLES = (
 )
 
 
-class PostgresStore(PostgresDecisions):
+class PostgresStore(PostgresLeases):
     """``postgresql://...``: the store several processes share."""
 
     capabilities: ClassVar[StoreCapabilities] = StoreCapabilities(shared_between_processes=True)

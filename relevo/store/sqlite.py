@@ -31,7 +31,7 @@ from relevo.store.base import (
     TransactionConflict,
     chunks,
 )
-from relevo.store.sqlite_decisions import SQLiteDecisions
+from relevo.store.sqlite_leases import SQLiteLeases
 from relevo.store.timeconv import from_micros, to_micros
 
 
@@ -242,7 +242,7 @@ class SQLiteTransaction:
         )
 
 
-class SQLiteStore(SQLiteDecisions):
+class SQLiteStore(SQLiteLeases):
     """``sqlite:///path.db``: the embedded default."""
 
     capabilities: ClassVar[StoreCapabilities] = StoreCapabilities(shared_between_processes=False)

@@ -391,6 +391,28 @@ class StoreConformance:
         with store.transaction() as tx:
             assert tx.offsets("events") == {0: 9}
 
+    # -- worker heartbeats and partition leases ------------------------------------------------
+
+    def test_heartbeats_list_the_live_workers(self, store: Store) -> None:
+        ttl = timedelta(seconds=5)
+        assert store.heartbeat("w1", T0, ttl) == ["w1"]
+        assert store.heartbeat("w2", T0 + timedelta(seconds=1), ttl) == ["w1", "w2"]
+        # w1 did not come back within its ttl: gone
+        assert store.heartbeat("w2", T0 + timedelta(seconds=6), ttl) == ["w2"]
+
+    def test_leases_are_exclusive_until_they_expire(self, store: Store) -> None:
+        ttl = timedelta(seconds=5)
+        assert store.lease("events", "w1", [0, 1, 2], T0, ttl) == [0, 1, 2]
+        # w2 wants 2 and 3: 2 is w1's (and live), 3 is free
+        assert store.lease("events", "w2", [2, 3], T0 + timedelta(seconds=1), ttl) == [3]
+        # w1 gives 2 up (renewing 0 and 1); now w2 gets it
+        assert store.lease("events", "w1", [0, 1], T0 + timedelta(seconds=2), ttl) == [0, 1]
+        assert store.lease("events", "w2", [2, 3], T0 + timedelta(seconds=2), ttl) == [2, 3]
+        # w1 stops renewing (killed): after its ttl w2 takes 0 and 1 over
+        later = T0 + timedelta(seconds=8)
+        assert store.lease("events", "w2", [0, 1, 2, 3], later, ttl) == [0, 1, 2, 3]
+        assert store.lease("other", "w1", [0], later, ttl) == [0]  # streams are apart
+
     def test_readers_see_only_committed_state(self, store: Store) -> None:
         with store.transaction() as tx:
             tx.save([new_profile("p1")])
