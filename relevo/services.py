@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Callable
+from concurrent.futures import Future
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -92,6 +94,17 @@ def _is_network(text: str) -> bool:
     return True
 
 
+def run_here(command: Callable[[], Any]) -> Future[Any]:
+    """Run ``command`` now, on this thread, as a completed future (the API role's stand-in
+    for ``Processor.call``)."""
+    future: Future[Any] = Future()
+    try:
+        future.set_result(command())
+    except Exception as exc:  # handed back to the caller, as Processor.call does
+        future.set_exception(exc)
+    return future
+
+
 def profile_changes(url: str) -> ProfileChanges:
     """Where profile change notices go, by URL: ``memory://`` or ``redis://...``."""
     scheme = url.split(":", 1)[0]
@@ -104,7 +117,12 @@ def profile_changes(url: str) -> ProfileChanges:
     raise ValidationError(f"unknown cache URL scheme {scheme!r} (supported: memory, redis)")
 
 
-def build_services(settings: Settings, clock: Clock | None = None) -> Services:
+def build_services(
+    settings: Settings, clock: Clock | None = None, *, processing: bool = True
+) -> Services:
+    """The node's services. ``processing=False`` (the API role): no processor thread will run
+    here, so changes meant for it (definitions, erasures) are made on the caller's thread;
+    the workers that process pick them up from the store."""
     clock = clock or SystemClock()
     metrics = Metrics()
     store = open_store(settings.store_url)
@@ -115,7 +133,7 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
         store.close()
         raise
     try:
-        return _wire(settings, clock, metrics, store, log)
+        return _wire(settings, clock, metrics, store, log, processing)
     except BaseException:  # e.g. a definitions file with an error: close what was opened
         log.close()
         store.close()
@@ -123,17 +141,23 @@ def build_services(settings: Settings, clock: Clock | None = None) -> Services:
 
 
 def _wire(
-    settings: Settings, clock: Clock, metrics: Metrics, store: Store, log: EventLog
+    settings: Settings,
+    clock: Clock,
+    metrics: Metrics,
+    store: Store,
+    log: EventLog,
+    processing: bool,
 ) -> Services:
     keys = KeyRing(store, clock)
     processor = Processor(store, log, settings, clock, metrics)
+    on_processor = processor.call if processing else run_here
     destinations = DestinationService(store, clock, outbound_policy(settings))
     segments = SegmentService(
         store,
         processor,
         clock,
         timedelta(seconds=settings.segment_recheck_seconds),
-        processor.call,
+        on_processor,
         destinations.event_routes,
     )
     destinations.on_change = segments.reload
@@ -178,7 +202,7 @@ def _wire(
             store,
             log,
             clock,
-            processor.call,
+            on_processor,
             suppress,
             lambda profile: computed_values(profile, clock.now()),
         ),

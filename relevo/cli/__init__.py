@@ -11,6 +11,7 @@ from relevo.cli.deliveries import deliveries
 from relevo.cli.keys import keys
 from relevo.cli.ope import ope
 from relevo.cli.serve import demo, serve
+from relevo.cli.worker import scheduler, worker
 
 
 @click.group()
@@ -25,6 +26,8 @@ cli.add_command(keys)
 cli.add_command(bench)
 cli.add_command(deliveries)
 cli.add_command(ope)
+cli.add_command(worker)
+cli.add_command(scheduler)
 cli.add_command(db)
 
 

@@ -1,10 +1,10 @@
-"""Which worker consumes which partition: rendezvous hashing over the live workers, held with
-leases in the state store.
+"""Which worker consumes which partition: rendezvous hashing with bounded loads over the live
+workers, held with leases in the state store.
 
-Every worker heartbeats; from the live workers each one computes the same assignment (for each
-partition, the worker with the highest hash of (partition, worker)), so a joining worker takes
-about 1/n of the partitions and a dead one's partitions spread over the rest, with no
-coordinator. A worker leases what the assignment gives it and releases what it no longer owns;
+Every worker heartbeats; from the live workers each one computes the same assignment (see
+``plan``): even (no worker holds more than its share), mostly stable (a joining worker takes
+about 1/n of the partitions, a dead one's spread over the rest), with no coordinator. A
+worker leases what the assignment gives it and releases what it no longer owns;
 a lease that is not renewed expires, so a worker that died (kill -9) loses its partitions
 after ``ttl``.
 
@@ -22,15 +22,28 @@ from datetime import datetime, timedelta
 from relevo.store.base import LeaseStore
 
 
-def assignment(partition: int, workers: Iterable[str]) -> str:
-    """The worker that should own ``partition``: highest rendezvous hash."""
-    return max(workers, key=lambda worker: _score(partition, worker))
+def plan(workers: Iterable[str], partitions: int) -> dict[int, str]:
+    """Partition -> worker among the live ``workers``: each partition goes to the worker that
+    ranks it highest by rendezvous hash among those not yet at their share (at most
+    ceil(partitions / workers) each), so the load is even and most partitions stay put when a
+    worker joins or leaves."""
+    live = sorted(set(workers))
+    share = -(-partitions // len(live))
+    load = dict.fromkeys(live, 0)
+    owners: dict[int, str] = {}
+    for partition in range(partitions):
+        for worker in sorted(live, key=lambda w: _score(partition, w), reverse=True):
+            if load[worker] < share:
+                owners[partition] = worker
+                load[worker] += 1
+                break
+    return owners
 
 
 def owned_by(worker: str, workers: Iterable[str], partitions: int) -> list[int]:
     """The partitions ``worker`` should own among the live ``workers``."""
-    live = sorted(set(workers) | {worker})
-    return [p for p in range(partitions) if assignment(p, live) == worker]
+    owners = plan({*workers, worker}, partitions)
+    return [p for p, owner in owners.items() if owner == worker]
 
 
 def _score(partition: int, worker: str) -> int:

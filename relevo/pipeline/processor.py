@@ -125,8 +125,10 @@ class Processor:
         # the partitions this processor may consume (a worker's leases); None: every one
         self.owned: Callable[[], frozenset[int]] | None = None
         self._held: frozenset[int] = frozenset()
-        # whether cycles also run due segment timers (scale-out: the scheduler role does)
+        # whether cycles also run due segment timers and segment backfills (scale-out: the
+        # scheduler role does, workers do not)
         self.runs_timers = True
+        self.runs_backfills = True
         # called after each commit with the ids of the profiles it changed or merged away
         self.on_commit: list[Callable[[list[str]], None]] = []
         self._offsets: dict[int, int] = {}
@@ -212,7 +214,7 @@ class Processor:
                 continue
             # a backfill chunk after every cycle, not only when idle: under a steady stream of
             # events a new segment must still fill up
-            backfilled = self._run_backfill_safely()
+            backfilled = self._run_backfill_safely() if self.runs_backfills else 0
             if applied == 0 and backfilled == 0:
                 self._log.wait(self._offsets, IDLE_WAIT_SECONDS)
 

@@ -140,9 +140,13 @@ class SegmentService:
 
     async def reload(self) -> None:
         """Hand the processor a fresh snapshot (after any definition changed)."""
-        await asyncio.wrap_future(self._on_processor(self._install))
+        await asyncio.wrap_future(self._on_processor(self.install))
 
-    def _install(self) -> None:
+    def stamp(self) -> tuple[tuple[str, str], ...]:
+        """The stored definitions' versions: another process changed them when this does."""
+        return tuple(sorted((s.name, s.version) for s in self._store.list_segments()))
+
+    def install(self) -> None:
         """On the processor's thread, between cycles: compile what is stored now and hand it
         over. (A snapshot compiled elsewhere could be installed after a newer one.)"""
         definitions, backfill = self._compiled()
@@ -188,7 +192,7 @@ class SegmentService:
                     f"segment {segment.name!r} exists: PUT /v1/segments/{segment.name} replaces it"
                 )
             self._put(segment)
-            self._install()
+            self.install()
 
         await asyncio.wrap_future(self._on_processor(put_on_processor))
         return segment
@@ -199,7 +203,7 @@ class SegmentService:
         def delete_on_processor() -> bool:
             if not self._store.delete_segment(name):
                 return False
-            self._install()
+            self.install()
             return True
 
         if not await asyncio.wrap_future(self._on_processor(delete_on_processor)):

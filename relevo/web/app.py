@@ -68,7 +68,7 @@ def create_app(
     ``process=False`` is the API role (``relevo serve --role api``): collection, decisions and
     the APIs only; workers elsewhere apply the log and deliver to destinations.
     """
-    services = services or build_services(settings or Settings(), clock)
+    services = services or build_services(settings or Settings(), clock, processing=process)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
