@@ -267,3 +267,48 @@ def decide(
         directory=directory,
         quiet_wait=quiet_wait,
     )
+
+
+@bench.command("drain")
+@click.option(
+    "--stream",
+    "streams",
+    type=click.Choice(["redis", "nats"]),
+    multiple=True,
+    default=("redis", "nats"),
+    help="Event log backend (repeatable).",
+)
+@click.option("--events", type=int, default=200_000, help="Events pre-filled into the stream.")
+@click.option("--profiles", type=int, default=20_000, help="Distinct people in the workload.")
+@click.option("--seed", type=int, default=1, help="Seed of the generated workload.")
+@click.option("--out", default="bench/results/drain.json", help="Where to write the JSON.")
+@click.option(
+    "--quiet-wait", type=float, default=60.0, help="Seconds to wait at most for idle CPUs."
+)
+@click.option(
+    "--profile",
+    "profile_dir",
+    default=None,
+    help="Record every worker with py-spy into this directory (needs py-spy).",
+)
+def drain(
+    streams: tuple[str, ...],
+    events: int,
+    profiles: int,
+    seed: int,
+    out: str,
+    quiet_wait: float,
+    profile_dir: str | None,
+) -> None:
+    """Drain a pre-filled Redis or NATS stream into PostgreSQL with 1, then 2 workers."""
+    from bench.drain import run
+
+    run(
+        streams=list(streams),
+        events=events,
+        profiles=profiles,
+        seed=seed,
+        out=out,
+        quiet_wait=quiet_wait,
+        profile_dir=profile_dir,
+    )

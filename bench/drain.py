@@ -1,0 +1,232 @@
+"""``relevo bench drain``: how fast 1 and 2 workers drain a pre-filled event stream.
+
+Scale-out on real engines, all on 127.0.0.1: the state in PostgreSQL (a fresh schema per run),
+the event log on Redis Streams or NATS JetStream. ``events`` realistic events (``bench._workload``:
+pages, product views, carts, orders, identifies over ``profiles`` people) are collected first
+through the collect service into the stream; then, for each worker count, a fresh schema (all
+offsets at 0), ``relevo worker`` processes are started and the time from the first committed
+offset to the last event applied is measured (worker start-up excluded). Bar: 2 workers drain
+at least 1.3 times as fast as 1 on this machine's 2 cores (which PostgreSQL and the broker
+share with the workers). With ``--profile DIR`` each worker is recorded with py-spy.
+
+Results are printed as a table and written as JSON to ``out``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import psycopg
+
+from bench import _pyspy
+from bench._measure import machine, source_state
+from bench._report import header_rows
+from bench._workload import EventFactory, make_batches, population
+from bench.ingest import wait_for_quiet
+from relevo.collect.service import CollectRequest
+from relevo.config import Settings
+from relevo.services import build_services
+
+BAR_RATIO = 1.3
+POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
+LOAD_BATCH = 500
+PYSPY_RATE = 97
+
+
+def stream_url(kind: str, tag: str) -> str:
+    if kind == "redis":
+        return f"redis://127.0.0.1:6379/0?prefix={tag}"
+    return f"nats://127.0.0.1:4222?stream={tag.upper()}&prefix={tag}"
+
+
+def store_url(schema: str) -> str:
+    return f"{POSTGRES}?options=-csearch_path%3D{schema}"
+
+
+def _schema(name: str, create: bool) -> None:
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        if create:
+            conn.execute(f"CREATE SCHEMA {name}")
+        else:
+            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
+
+
+def fill(kind: str, tag: str, events: int, profiles: int, seed: int) -> dict[str, Any]:
+    """Collect ``events`` into the stream (through a throw-away schema's keys)."""
+    schema = f"{tag}_fill"
+    _schema(schema, create=True)
+    settings = Settings(store_url=store_url(schema), stream_url=stream_url(kind, tag))
+    services = build_services(settings)
+    try:
+        services.log.start()
+        write = services.keys.create("write", "bench").secret
+        batches = make_batches(
+            EventFactory(population(profiles, seed), seed, 1), events, LOAD_BATCH
+        )
+        started = time.perf_counter()
+        accepted = 0
+        for body in batches.bodies:
+            result = asyncio.run(
+                services.collect.collect(
+                    CollectRequest(body=body, implied_type=None, basic_user=write)
+                )
+            )
+            accepted += result.accepted
+        return {
+            "accepted": accepted,
+            "seconds": round(time.perf_counter() - started, 2),
+            "event_bytes_mean": round(batches.event_bytes_mean),
+        }
+    finally:
+        services.close()
+        _schema(schema, create=False)
+
+
+def _applied(schema: str) -> tuple[int, int]:
+    """(events consumed by the committed offsets, partitions with an offset)."""
+    with psycopg.connect(POSTGRES, autocommit=True) as conn:
+        row = conn.execute(
+            f'SELECT coalesce(sum("offset"), 0), count(*) FROM {schema}.offsets'
+            " WHERE stream LIKE 'redis:%' OR stream LIKE 'nats:%'"
+        ).fetchone()
+    assert row is not None
+    return int(row[0]), int(row[1])
+
+
+def drain(
+    kind: str, tag: str, workers: int, total: int, workdir: Path, profile: Path | None
+) -> dict[str, Any]:
+    schema = f"{tag}_w{workers}"
+    _schema(schema, create=True)
+    env = {
+        **os.environ,
+        "RELEVO_CONFIG": str(workdir / "none.toml"),
+        "RELEVO_STORE_URL": store_url(schema),
+        "RELEVO_STREAM_URL": stream_url(kind, tag),
+        "RELEVO_LOG_LEVEL": "WARNING",
+    }
+    subprocess.run(
+        [sys.executable, "-m", "relevo", "db", "migrate"], env=env, check=True, capture_output=True
+    )
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-m", "relevo", "worker", "--name", f"w{n}", "--lease-seconds", "3"],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=(workdir / f"{schema}-w{n}.log").open("wb"),
+        )
+        for n in range(workers)
+    ]
+    spies = (
+        [
+            _pyspy.Recording(p.pid, profile / f"{kind}-{workers}w-{n}.pyspy.txt", PYSPY_RATE, None)
+            for n, p in enumerate(processes)
+        ]
+        if profile
+        else []
+    )
+    try:
+        first = None
+        first_at = time.perf_counter()
+        deadline = time.perf_counter() + 900
+        while time.perf_counter() < deadline:
+            consumed, _ = _applied(schema)
+            now = time.perf_counter()
+            if consumed and first is None:
+                first, first_at = consumed, now
+            if consumed >= total:
+                break
+            time.sleep(0.1)
+        seconds = time.perf_counter() - first_at
+        consumed, partitions = _applied(schema)
+        return {
+            "workers": workers,
+            "events": consumed,
+            "seconds": round(seconds, 2),
+            "events_per_s": round((consumed - (first or 0)) / seconds, 1) if seconds else 0.0,
+            "partitions_started": partitions,
+        }
+    finally:
+        for process in processes:
+            process.terminate()
+        for process in processes:
+            process.wait(timeout=30)
+        for spy in spies:
+            spy.stop()
+        _schema(schema, create=False)
+
+
+def run(
+    *,
+    streams: list[str],
+    events: int,
+    profiles: int,
+    seed: int,
+    out: str,
+    quiet_wait: float,
+    profile_dir: str | None,
+) -> None:
+    workdir = Path(f"/tmp/relevo-bench-drain-{uuid.uuid4().hex[:8]}")
+    workdir.mkdir(parents=True)
+    profile = Path(profile_dir) if profile_dir else None
+    if profile:
+        profile.mkdir(parents=True, exist_ok=True)
+    quiet = wait_for_quiet(quiet_wait)
+    runs: dict[str, Any] = {}
+    for kind in streams:
+        tag = f"d{uuid.uuid4().hex[:8]}"
+        filled = fill(kind, tag, events, profiles, seed)
+        one = drain(kind, tag, 1, filled["accepted"], workdir, profile)
+        two = drain(kind, tag, 2, filled["accepted"], workdir, profile)
+        ratio = two["events_per_s"] / one["events_per_s"] if one["events_per_s"] else 0.0
+        runs[kind] = {
+            "fill": filled,
+            "one_worker": one,
+            "two_workers": two,
+            "ratio": round(ratio, 2),
+            "bar_met": ratio >= BAR_RATIO,
+        }
+    results = {
+        "benchmark": "drain",
+        "at": datetime.now(UTC).isoformat(),
+        "machine": machine(),
+        "quiet_before_start": quiet,
+        "source": source_state(Path(__file__).resolve().parent.parent),
+        "workload": {"events": events, "profiles": profiles, "seed": seed},
+        "runs": runs,
+        "bar_ratio": BAR_RATIO,
+    }
+    path = Path(out)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(msgspec.json.format(msgspec.json.encode(results)) + b"\n")
+    rows = [*header_rows(results)]
+    for kind, r in runs.items():
+        rows.append(
+            (f"{kind}: fill", f"{r['fill']['accepted']:,} events in {r['fill']['seconds']} s")
+        )
+        for label in ("one_worker", "two_workers"):
+            d = r[label]
+            rows.append(
+                (
+                    f"{kind}: {d['workers']} worker(s)",
+                    f"{d['events_per_s']:,.0f} events/s ({d['seconds']} s)",
+                )
+            )
+        rows.append(
+            (
+                f"{kind}: 2 vs 1",
+                f"{r['ratio']}x (bar {BAR_RATIO}x: {'met' if r['bar_met'] else 'NOT met'})",
+            )
+        )
+    width = max(len(n) for n, _ in rows)
+    for name, value in rows:
+        print(f"{name:<{width}}  {value}")
