@@ -9,6 +9,7 @@ from relevo.cli.bench import bench
 from relevo.cli.db import db
 from relevo.cli.deliveries import deliveries
 from relevo.cli.keys import keys
+from relevo.cli.log import log
 from relevo.cli.ope import ope
 from relevo.cli.serve import demo, serve
 from relevo.cli.worker import scheduler, worker
@@ -26,6 +27,7 @@ cli.add_command(keys)
 cli.add_command(bench)
 cli.add_command(deliveries)
 cli.add_command(ope)
+cli.add_command(log)
 cli.add_command(worker)
 cli.add_command(scheduler)
 cli.add_command(db)

@@ -121,15 +121,7 @@ class CollectService:
         return result
 
     def _append(self, event: Event) -> Append:
-        key = profile_key(event)
-        return Append(
-            key=key,
-            partition=partition_of(key, self._partitions),
-            source=event.source,
-            message_id=event.message_id,
-            dedupe=not event.message_id_minted,
-            payload=encode_event(event),
-        )
+        return append_of(event, self._partitions)
 
     def _decode_batch(self, body: bytes) -> tuple[list[msgspec.Raw], str | None, BatchDefaults]:
         try:
@@ -167,3 +159,17 @@ class CollectService:
             if detail.code == "event_too_large":
                 raise PayloadTooLarge(detail.message, details=rejected.details) from rejected
             raise ValidationError(str(rejected), details=rejected.details) from rejected
+
+
+def append_of(event: Event, partitions: int) -> Append:
+    """What the event log stores of a normalised event: its profile key and partition, its
+    dedup identity (a server-minted messageId is not one) and its encoding."""
+    key = profile_key(event)
+    return Append(
+        key=key,
+        partition=partition_of(key, partitions),
+        source=event.source,
+        message_id=event.message_id,
+        dedupe=not event.message_id_minted,
+        payload=encode_event(event),
+    )

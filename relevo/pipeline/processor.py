@@ -216,7 +216,9 @@ class Processor:
             # events a new segment must still fill up
             backfilled = self._run_backfill_safely() if self.runs_backfills else 0
             if applied == 0 and backfilled == 0:
-                self._log.wait(self._offsets, IDLE_WAIT_SECONDS)
+                mine = self._consumed()  # another worker's partitions are not this one's news
+                offsets = {p: o for p, o in self._offsets.items() if p in mine}
+                self._log.wait(offsets, IDLE_WAIT_SECONDS)
 
     def _run_backfill_safely(self) -> int:
         try:

@@ -54,7 +54,8 @@ class EventLog(Protocol):
 
     def end_offsets(self) -> dict[int, int]: ...
     def wait(self, beyond: dict[int, int], timeout: float) -> None:
-        """Block until some partition ends past ``beyond``, or ``timeout`` seconds pass."""
+        """Block until one of the partitions in ``beyond`` ends past its offset there, or
+        ``timeout`` seconds pass (partitions not in ``beyond`` are not watched)."""
         ...
 
     def pending(self) -> int:

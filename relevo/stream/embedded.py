@@ -298,7 +298,7 @@ class EmbeddedLog:
 
     def wait(self, beyond: dict[int, int], timeout: float) -> None:
         with self._appended:
-            if any(end > beyond.get(p, 0) for p, end in self._ends.items()):
+            if any(end > beyond[p] for p, end in self._ends.items() if p in beyond):
                 return
             self._appended.wait(timeout)
 
