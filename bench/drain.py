@@ -28,6 +28,7 @@ import msgspec
 import psycopg
 
 from bench import _pyspy
+from bench._engines import POSTGRES, create_schema, drop_schema, store_url, stream_url
 from bench._measure import machine, source_state
 from bench._report import header_rows
 from bench._workload import EventFactory, make_batches, population
@@ -37,33 +38,14 @@ from relevo.config import Settings
 from relevo.services import build_services
 
 BAR_RATIO = 1.3
-POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 LOAD_BATCH = 500
 PYSPY_RATE = 97
-
-
-def stream_url(kind: str, tag: str) -> str:
-    if kind == "redis":
-        return f"redis://127.0.0.1:6379/0?prefix={tag}"
-    return f"nats://127.0.0.1:4222?stream={tag.upper()}&prefix={tag}"
-
-
-def store_url(schema: str) -> str:
-    return f"{POSTGRES}?options=-csearch_path%3D{schema}"
-
-
-def _schema(name: str, create: bool) -> None:
-    with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        if create:
-            conn.execute(f"CREATE SCHEMA {name}")
-        else:
-            conn.execute(f"DROP SCHEMA IF EXISTS {name} CASCADE")
 
 
 def fill(kind: str, tag: str, events: int, profiles: int, seed: int) -> dict[str, Any]:
     """Collect ``events`` into the stream (through a throw-away schema's keys)."""
     schema = f"{tag}_fill"
-    _schema(schema, create=True)
+    create_schema(schema)
     settings = Settings(store_url=store_url(schema), stream_url=stream_url(kind, tag))
     services = build_services(settings)
     try:
@@ -88,7 +70,7 @@ def fill(kind: str, tag: str, events: int, profiles: int, seed: int) -> dict[str
         }
     finally:
         services.close()
-        _schema(schema, create=False)
+        drop_schema(schema)
 
 
 def _applied(schema: str) -> tuple[int, int]:
@@ -106,7 +88,7 @@ def drain(
     kind: str, tag: str, workers: int, total: int, workdir: Path, profile: Path | None
 ) -> dict[str, Any]:
     schema = f"{tag}_w{workers}"
-    _schema(schema, create=True)
+    create_schema(schema)
     env = {
         **os.environ,
         "RELEVO_CONFIG": str(workdir / "none.toml"),
@@ -162,7 +144,7 @@ def drain(
             process.wait(timeout=30)
         for spy in spies:
             spy.stop()
-        _schema(schema, create=False)
+        drop_schema(schema)
 
 
 def run(

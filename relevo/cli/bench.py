@@ -74,6 +74,18 @@ def bench() -> None:
     default=False,
     help="Pin the server to CPU 0 (default: it shares both cores with the load generator).",
 )
+@click.option(
+    "--stream",
+    type=click.Choice(["embedded", "redis", "nats"]),
+    default="embedded",
+    help="The event log: the embedded default, or a fresh Redis or NATS stream on 127.0.0.1.",
+)
+@click.option(
+    "--store",
+    type=click.Choice(["sqlite", "postgresql"]),
+    default="sqlite",
+    help="The state store: the embedded default, or a fresh PostgreSQL schema on 127.0.0.1.",
+)
 def ingest(
     events: int,
     batch: int,
@@ -93,8 +105,11 @@ def ingest(
     quiet_wait: float,
     server_env: tuple[str, ...],
     pin_server: bool,
+    stream: str,
+    store: str,
 ) -> None:
     """Durable ingest over HTTP and processing into profiles, end to end; freshness."""
+    from bench._engines import engines
     from bench.ingest import run
 
     env = {}
@@ -104,26 +119,27 @@ def ingest(
             raise click.BadParameter(f"{item!r} is not NAME=VALUE", param_hint="--env")
         env[name] = value
 
-    run(
-        events=events,
-        batch=batch,
-        connections=connections,
-        out=out,
-        rate=rate,
-        seconds=seconds,
-        profiles=profiles,
-        client="httpx" if client == "httpx" else "raw",
-        probes=probes,
-        probe_interval_ms=probe_interval_ms,
-        poll_interval_ms=poll_interval_ms,
-        seed=seed,
-        ceiling=ceiling,
-        profile_dir=profile_dir,
-        directory=directory,
-        quiet_wait=quiet_wait,
-        server_env=env,
-        pin_server=pin_server,
-    )
+    with engines(stream, store) as engine_env:
+        run(
+            events=events,
+            batch=batch,
+            connections=connections,
+            out=out,
+            rate=rate,
+            seconds=seconds,
+            profiles=profiles,
+            client="httpx" if client == "httpx" else "raw",
+            probes=probes,
+            probe_interval_ms=probe_interval_ms,
+            poll_interval_ms=poll_interval_ms,
+            seed=seed,
+            ceiling=ceiling,
+            profile_dir=profile_dir,
+            directory=directory,
+            quiet_wait=quiet_wait,
+            server_env={**engine_env, **env},
+            pin_server=pin_server,
+        )
 
 
 @bench.command("segments")

@@ -28,7 +28,7 @@ from relevo.decisions.catalog import Catalog, Placement
 from relevo.decisions.log import DecisionRecord, Feedback
 from relevo.decisions.models import ModelRegistry, Role, model_name
 from relevo.learning.policy import Vector
-from relevo.store.base import DecisionStore
+from relevo.store.base import DecisionStore, TransactionConflict
 
 log = logging.getLogger(__name__)
 
@@ -111,8 +111,19 @@ class Learner:
             self._learn(placement, record, feedback, counted)
         if cursor == self._cursor:
             return 0
+        try:
+            self._store.save_policies(
+                self._models.states(self._dirty), cursor, now, expected=self._cursor
+            )
+        except TransactionConflict:
+            # another learner (a worker that took the role over) saved meanwhile: start again
+            # from what it stored, so no feedback is learnt twice
+            log.info("another learner moved the feedback cursor; reloading")
+            self._models = ModelRegistry()
+            self.load()
+            self._dirty.clear()
+            return 0
         self._cursor = cursor
-        self._store.save_policies(self._models.states(self._dirty), cursor, now)
         self._dirty.clear()
         return len(rows)
 

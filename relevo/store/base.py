@@ -319,7 +319,12 @@ class DecisionStore(Protocol):
     def policies(self) -> dict[str, int]: ...
     def load_policies(self, names: list[str] | None = None) -> list[StoredPolicy]: ...
     def save_policies(
-        self, states: dict[str, tuple[str, bytes]], cursor: int, at: datetime
+        self,
+        states: dict[str, tuple[str, bytes]],
+        cursor: int,
+        at: datetime,
+        *,
+        expected: int | None = None,
     ) -> None: ...
     def learner_cursor(self) -> int: ...
 

@@ -14,7 +14,7 @@ from relevo.decisions.log import (
     encode_record,
 )
 from relevo.store import rows
-from relevo.store.base import StoredPolicy, VariantCounts
+from relevo.store.base import StoredPolicy, TransactionConflict, VariantCounts
 from relevo.store.postgres_deliveries import PostgresDeliveries
 from relevo.store.timeconv import to_micros
 
@@ -174,10 +174,27 @@ class PostgresDecisions(PostgresDeliveries):
         ]
 
     def save_policies(
-        self, states: dict[str, tuple[str, bytes]], cursor: int, at: datetime
+        self,
+        states: dict[str, tuple[str, bytes]],
+        cursor: int,
+        at: datetime,
+        *,
+        expected: int | None = None,
     ) -> None:
-        """Store learned states (each gets a new version) with the learner's feedback cursor."""
+        """Store learned states (each gets a new version) with the learner's feedback cursor;
+        with ``expected``, only if the stored cursor is still that (else TransactionConflict:
+        another learner took over meanwhile)."""
         with self._transaction() as conn, conn.cursor() as cur:
+            if expected is not None:
+                row = cur.execute(
+                    'SELECT "offset" FROM offsets WHERE stream = %s AND partition = 0 FOR UPDATE',
+                    (LEARNER_STREAM,),
+                ).fetchone()
+                stored = row[0] if row else 0
+                if stored != expected:
+                    raise TransactionConflict(
+                        f"the learner's cursor moved from {expected} to {stored}"
+                    )
             cur.executemany(
                 "INSERT INTO policies (name, algorithm, state, version, updated_at)"
                 " VALUES (%s, %s, %s, 1, %s) ON CONFLICT (name) DO UPDATE SET"

@@ -14,7 +14,7 @@ from relevo.decisions.log import (
     decode_record,
     encode_record,
 )
-from relevo.store.base import StoredPolicy, VariantCounts, chunks
+from relevo.store.base import StoredPolicy, TransactionConflict, VariantCounts, chunks
 from relevo.store.sqlite_deliveries import SQLiteDeliveries
 from relevo.store.timeconv import from_micros, to_micros
 
@@ -185,10 +185,27 @@ class SQLiteDecisions(SQLiteDeliveries):
         ]
 
     def save_policies(
-        self, states: dict[str, tuple[str, bytes]], cursor: int, at: datetime
+        self,
+        states: dict[str, tuple[str, bytes]],
+        cursor: int,
+        at: datetime,
+        *,
+        expected: int | None = None,
     ) -> None:
-        """Store learned states (each gets a new version) with the learner's feedback cursor."""
+        """Store learned states (each gets a new version) with the learner's feedback cursor;
+        with ``expected``, only if the stored cursor is still that (else TransactionConflict:
+        another learner took over meanwhile)."""
         with self._immediate() as conn:
+            if expected is not None:
+                row = conn.execute(
+                    'SELECT "offset" FROM offsets WHERE stream = ? AND partition = 0',
+                    (LEARNER_STREAM,),
+                ).fetchone()
+                stored = row[0] if row else 0
+                if stored != expected:
+                    raise TransactionConflict(
+                        f"the learner's cursor moved from {expected} to {stored}"
+                    )
             conn.executemany(
                 "INSERT INTO policies (name, algorithm, state, version, updated_at)"
                 " VALUES (?, ?, ?, 1, ?) ON CONFLICT (name) DO UPDATE SET"

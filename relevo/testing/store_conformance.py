@@ -391,6 +391,13 @@ class StoreConformance:
         with store.transaction() as tx:
             assert tx.offsets("events") == {0: 9}
 
+    def test_the_learner_saves_only_from_the_cursor_it_read(self, store: Store) -> None:
+        store.save_policies({"a": ("lints", b"1")}, 10, T0, expected=0)
+        with pytest.raises(TransactionConflict):
+            store.save_policies({"a": ("lints", b"stale")}, 12, T0, expected=5)
+        assert store.learner_cursor() == 10
+        assert [p.state for p in store.load_policies(["a"])] == [b"1"]
+
     # -- worker heartbeats and partition leases ------------------------------------------------
 
     def test_heartbeats_list_the_live_workers(self, store: Store) -> None:
