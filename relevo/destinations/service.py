@@ -32,6 +32,14 @@ class DestinationService:
             }
         return self._cache
 
+    def stamp(self) -> tuple[tuple[str, bytes], ...]:
+        """The stored definitions: another process changed them when this does."""
+        return tuple(sorted(self._store.list_destinations()))
+
+    def forget_cached(self) -> None:
+        """Read the definitions from the store again (another process changed them)."""
+        self._cache = None
+
     def event_routes(self) -> frozenset[str]:
         """Event names and types that some enabled destination receives."""
         return frozenset(

@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 SINGLETONS = "singletons"
 LEARNER, DISPATCHER = 0, 1
 DEFINITIONS_SECONDS = 1.0
-Stamp = tuple[tuple[str, str], ...]
+Stamp = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, bytes], ...]]
 
 
 class Worker:
@@ -50,7 +50,7 @@ class Worker:
         services.log.start()
         services.decisions.start()
         processor.start()
-        seen = services.segments.stamp()
+        seen = definitions_stamp(services)
         try:
             while not stop.wait(self.ttl.total_seconds() / 3):
                 self.renew()
@@ -68,10 +68,7 @@ class Worker:
         log.debug("worker %s holds partitions %s", self.name, sorted(owned))
 
     def _reload_definitions(self, seen: Stamp) -> Stamp:
-        stamp = self.services.segments.stamp()
-        if stamp != seen:
-            self.services.processor.call(self.services.segments.install)
-        return stamp
+        return reload_definitions(self.services, seen)
 
     def _set_learner(self, on: bool) -> None:
         if on and not self._learning:
@@ -112,9 +109,19 @@ def run_scheduler(services: Services, stop: threading.Event) -> None:
     processor.owned = frozenset
     services.log.start()
     processor.start()
-    seen = services.segments.stamp()
+    seen = definitions_stamp(services)
     while not stop.wait(DEFINITIONS_SECONDS):
-        stamp = services.segments.stamp()
-        if stamp != seen:
-            processor.call(services.segments.install)
-            seen = stamp
+        seen = reload_definitions(services, seen)
+
+
+def definitions_stamp(services: Services) -> Stamp:
+    return (services.segments.stamp(), services.destinations.stamp())
+
+
+def reload_definitions(services: Services, seen: Stamp) -> Stamp:
+    """Reload segments and destinations if another process changed them; the new stamp."""
+    stamp = definitions_stamp(services)
+    if stamp != seen:
+        services.destinations.forget_cached()
+        services.processor.call(services.segments.install)  # event routes may have changed
+    return stamp
