@@ -67,26 +67,36 @@ def fill(kind: str, tag: str, events: int, profiles: int, seed: int) -> dict[str
             "accepted": accepted,
             "seconds": round(time.perf_counter() - started, 2),
             "event_bytes_mean": round(batches.event_bytes_mean),
+            "ends": services.log.end_offsets(),
         }
     finally:
         services.close()
         drop_schema(schema)
 
 
-def _applied(schema: str) -> tuple[int, int]:
-    """(events consumed by the committed offsets, partitions with an offset)."""
+def _committed(schema: str) -> dict[int, int]:
+    """The committed offset of each partition of the stream (offsets need not be dense:
+    NATS numbers messages across partitions)."""
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
-        row = conn.execute(
-            f'SELECT coalesce(sum("offset"), 0), count(*) FROM {schema}.offsets'
+        rows = conn.execute(
+            f'SELECT partition, "offset" FROM {schema}.offsets'
             " WHERE stream LIKE 'redis:%' OR stream LIKE 'nats:%'"
-        ).fetchone()
-    assert row is not None
-    return int(row[0]), int(row[1])
+        ).fetchall()
+    return {int(p): int(o) for p, o in rows}
 
 
 def drain(
-    kind: str, tag: str, workers: int, total: int, workdir: Path, profile: Path | None
+    kind: str,
+    tag: str,
+    workers: int,
+    filled: dict[str, Any],
+    workdir: Path,
+    profile: Path | None,
 ) -> dict[str, Any]:
+    """Time ``workers`` workers from their first commit until every partition's committed
+    offset reaches the end the fill left (start-up excluded)."""
+    ends: dict[int, int] = filled["ends"]
+    total: int = filled["accepted"]
     schema = f"{tag}_w{workers}"
     create_schema(schema)
     env = {
@@ -117,25 +127,23 @@ def drain(
         else []
     )
     try:
-        first = None
-        first_at = time.perf_counter()
+        first_at: float | None = None
         deadline = time.perf_counter() + 900
-        while time.perf_counter() < deadline:
-            consumed, _ = _applied(schema)
-            now = time.perf_counter()
-            if consumed and first is None:
-                first, first_at = consumed, now
-            if consumed >= total:
-                break
-            time.sleep(0.1)
-        seconds = time.perf_counter() - first_at
-        consumed, partitions = _applied(schema)
+        done = False
+        while time.perf_counter() < deadline and not done:
+            committed = _committed(schema)
+            if committed and first_at is None:
+                first_at = time.perf_counter()
+            done = all(committed.get(p, 0) >= end for p, end in ends.items())
+            if not done:
+                time.sleep(0.05)
+        seconds = time.perf_counter() - (first_at or time.perf_counter())
         return {
             "workers": workers,
-            "events": consumed,
+            "events": total,
+            "drained": done,
             "seconds": round(seconds, 2),
-            "events_per_s": round((consumed - (first or 0)) / seconds, 1) if seconds else 0.0,
-            "partitions_started": partitions,
+            "events_per_s": round(total / seconds, 1) if seconds and done else 0.0,
         }
     finally:
         for process in processes:
@@ -167,11 +175,11 @@ def run(
     for kind in streams:
         tag = f"d{uuid.uuid4().hex[:8]}"
         filled = fill(kind, tag, events, profiles, seed)
-        one = drain(kind, tag, 1, filled["accepted"], workdir, profile)
-        two = drain(kind, tag, 2, filled["accepted"], workdir, profile)
+        one = drain(kind, tag, 1, filled, workdir, profile)
+        two = drain(kind, tag, 2, filled, workdir, profile)
         ratio = two["events_per_s"] / one["events_per_s"] if one["events_per_s"] else 0.0
         runs[kind] = {
-            "fill": filled,
+            "fill": {k: v for k, v in filled.items() if k != "ends"},
             "one_worker": one,
             "two_workers": two,
             "ratio": round(ratio, 2),

@@ -5,6 +5,8 @@ event log, an API node and two workers as separate processes.
   takeover every acknowledged event is reflected exactly once in the profiles (both streams).
 - The API node (another process than the workers) sees a profile change, and its segment
   change, within p99 200 ms of the event's 2xx.
+- A segment defined through the API node is picked up by the workers (and backfilled by the
+  scheduler) without a restart.
 """
 
 from __future__ import annotations
@@ -59,6 +61,7 @@ class Cluster:
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
     write_key: str = ""
     server_key: str = ""
+    admin_key: str = ""
 
     def relevo(self, *args: str) -> str:
         done = subprocess.run(
@@ -132,9 +135,11 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
     node.relevo("db", "migrate")
     node.write_key = node.relevo("keys", "create", "--kind", "write")
     node.server_key = node.relevo("keys", "create", "--kind", "server")
+    node.admin_key = node.relevo("keys", "create", "--kind", "admin")
     node.spawn("api", "serve", "--role", "api", "--port", str(node.api_port))
     for name in ("w1", "w2"):
         node.spawn(name, "worker", "--name", name, "--lease-seconds", "2")
+    node.spawn("scheduler", "scheduler")
     _wait(lambda: _ready(node), 30, "the API node")
     try:
         yield node
@@ -245,3 +250,33 @@ def test_an_api_node_sees_profile_and_segment_changes_within_200ms(cluster: Clus
     delays.sort()
     p99 = delays[int(0.99 * (len(delays) - 1))]
     assert p99 < 0.2, [round(d * 1000) for d in delays]
+
+
+def test_a_segment_defined_on_an_api_node_reaches_the_workers(cluster: Cluster) -> None:
+    with httpx.Client(base_url=cluster.url, timeout=30) as client:
+        before = client.post(
+            "/v1/identify",
+            json={"userId": "early", "traits": {"plan": "silver"}, "messageId": "e1"},
+            auth=(cluster.write_key, ""),
+        )
+        assert before.status_code == 200
+        _wait(lambda: _profile(client, cluster, "early"), 10, "the early profile")
+        created = client.post(
+            "/v1/segments",
+            json={"name": "silvers", "rule": 'traits.plan == "silver"'},
+            headers={"Authorization": f"Bearer {cluster.admin_key}"},
+        )
+        assert created.status_code == 201, created.text
+        after = client.post(
+            "/v1/identify",
+            json={"userId": "late", "traits": {"plan": "silver"}, "messageId": "l1"},
+            auth=(cluster.write_key, ""),
+        )
+        assert after.status_code == 200
+
+        def member(user: str) -> bool:
+            profile = _profile(client, cluster, user)
+            return profile is not None and "silvers" in profile.get("segments", {})
+
+        _wait(lambda: member("late"), 15, "a new event qualified by the workers")
+        _wait(lambda: member("early"), 15, "the scheduler's backfill")
