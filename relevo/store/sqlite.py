@@ -19,6 +19,7 @@ from relevo.decisions.log import Feedback
 from relevo.profiles.identifiers import Identifier
 from relevo.profiles.model import Profile, decode_profile, encode_profile
 from relevo.segments.changes import MembershipChange
+from relevo.store import rows as convert
 from relevo.store.base import (
     ApiKey,
     ErasedPerson,
@@ -431,13 +432,13 @@ class SQLiteStore(SQLiteLeases):
             )
             .fetchone()
         )
-        return _api_key(row) if row else None
+        return convert.api_key(row) if row else None
 
     def list_keys(self) -> list[ApiKey]:
         rows = self._reader().execute(
             "SELECT id, kind, source, created_at, revoked_at FROM api_keys ORDER BY created_at"
         )
-        return [_api_key(r) for r in rows]
+        return [convert.api_key(r) for r in rows]
 
     def revoke_key(self, key_id: str, at: datetime) -> bool:
         return (
@@ -472,13 +473,3 @@ class SQLiteStore(SQLiteLeases):
             "INSERT INTO audit_log (at, actor, action, target, details) VALUES (?, ?, ?, ?, ?)",
             (at.isoformat(), actor, action, target, msgspec.json.encode(details).decode()),
         )
-
-
-def _api_key(row: tuple[Any, ...]) -> ApiKey:
-    return ApiKey(
-        id=row[0],
-        kind=row[1],
-        source=row[2],
-        created_at=datetime.fromisoformat(row[3]),
-        revoked_at=datetime.fromisoformat(row[4]) if row[4] else None,
-    )

@@ -14,9 +14,10 @@ from relevo.decisions.log import (
     decode_record,
     encode_record,
 )
+from relevo.store import rows as convert
 from relevo.store.base import StoredPolicy, TransactionConflict, VariantCounts, chunks
 from relevo.store.sqlite_deliveries import SQLiteDeliveries
-from relevo.store.timeconv import from_micros, to_micros
+from relevo.store.timeconv import to_micros
 
 LEARNER_STREAM = "feedback"
 READ_CHUNK = 2000
@@ -141,7 +142,7 @@ class SQLiteDecisions(SQLiteDeliveries):
             " FROM feedback WHERE seq > ? ORDER BY seq LIMIT ?",
             (seq, limit),
         )
-        return [(row[0], _feedback(row[1:])) for row in rows]
+        return [(row[0], convert.feedback(row[1:])) for row in rows]
 
     def feedback_of(self, decision_ids: list[str]) -> list[tuple[int, Feedback]]:
         found: list[tuple[int, Feedback]] = []
@@ -151,7 +152,7 @@ class SQLiteDecisions(SQLiteDeliveries):
                 f" FROM feedback WHERE decision_id IN ({','.join('?' * len(part))})",
                 part,
             )
-            found.extend((row[0], _feedback(row[1:])) for row in rows)
+            found.extend((row[0], convert.feedback(row[1:])) for row in rows)
         return found
 
     def impression_counters(self, since_hour: int) -> dict[str, int]:
@@ -229,16 +230,3 @@ class SQLiteDecisions(SQLiteDeliveries):
             .fetchone()
         )
         return int(row[0]) if row else 0
-
-
-def _feedback(row: tuple[Any, ...]) -> Feedback:
-    decision_id, offer, kind, placement, at, value, message_id = row
-    return Feedback(
-        decision_id=decision_id,
-        offer=offer,
-        kind=kind,
-        placement=placement,
-        at=from_micros(at),
-        value=value,
-        message_id=message_id,
-    )
