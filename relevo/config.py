@@ -94,6 +94,13 @@ class Settings(BaseSettings):
         4 * 3600.0, description="How long a delivery is retried before it is stored as failed."
     )
 
+    rate_limit_per_second: float | None = Field(
+        None,
+        gt=0,
+        description="Requests per second each API key may make to collect and decide (over"
+        " it: 429 with Retry-After); counted across API nodes when cache_url is redis://."
+        " Unset: no limit.",
+    )
     holdout_percent: float = Field(
         0.0,
         ge=0,

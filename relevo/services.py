@@ -29,6 +29,7 @@ from relevo.profiles.changes import LocalChanges, ProfileChanges
 from relevo.profiles.identifiers import Identifier
 from relevo.profiles.model import Profile
 from relevo.profiles.service import ProfileService
+from relevo.ratelimit import LocalLimiter, NoLimit, RateLimiter
 from relevo.segments.service import SegmentService
 from relevo.store.base import Store
 from relevo.store.registry import open_store
@@ -54,6 +55,7 @@ class Services:
     decisions: DecisionService
     learner: Learner
     changes: ProfileChanges
+    limiter: RateLimiter
 
     def dispatcher(self) -> Dispatcher:
         retry = RetryPolicy(
@@ -117,6 +119,18 @@ def profile_changes(url: str) -> ProfileChanges:
     raise ValidationError(f"unknown cache URL scheme {scheme!r} (supported: memory, redis)")
 
 
+def rate_limiter(settings: Settings) -> RateLimiter:
+    """Per-key request limits: none, in this process, or shared through Redis."""
+    rate = settings.rate_limit_per_second
+    if rate is None:
+        return NoLimit()
+    if settings.cache_url.split(":", 1)[0] in ("redis", "rediss"):
+        from relevo.store.redis_ratelimit import RedisLimiter
+
+        return RedisLimiter(settings.cache_url, rate)
+    return LocalLimiter(rate)
+
+
 def build_services(
     settings: Settings, clock: Clock | None = None, *, processing: bool = True
 ) -> Services:
@@ -170,6 +184,7 @@ def _wire(
     def find(identifier: Identifier) -> Profile | None:
         return store.find(identifier.value if identifier.type == PROFILE_ID else identifier)
 
+    limiter = rate_limiter(settings)
     cache = ProfileCache(find)
     changes = profile_changes(settings.cache_url)
     processor.on_commit.append(changes.publish)
@@ -196,7 +211,7 @@ def _wire(
         log=log,
         keys=keys,
         processor=processor,
-        collect=CollectService(settings, log, keys, clock, metrics),
+        collect=CollectService(settings, log, keys, clock, metrics, limiter),
         profiles=ProfileService(
             store,
             store,
@@ -211,4 +226,5 @@ def _wire(
         decisions=decisions,
         learner=Learner(store, decisions.catalog, clock),
         changes=changes,
+        limiter=limiter,
     )

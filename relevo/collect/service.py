@@ -25,6 +25,7 @@ from relevo.events.timestamps import parse_timestamp
 from relevo.events.wire import WireBatch, WireEvent
 from relevo.keys import KeyRing
 from relevo.metrics import Metrics
+from relevo.ratelimit import NoLimit, RateLimiter, check_rate
 from relevo.stream.base import Append, EventLog
 
 _batch_decoder = msgspec.json.Decoder(WireBatch)
@@ -49,8 +50,15 @@ class CollectResult:
 
 class CollectService:
     def __init__(
-        self, settings: Settings, log: EventLog, keys: KeyRing, clock: Clock, metrics: Metrics
+        self,
+        settings: Settings,
+        log: EventLog,
+        keys: KeyRing,
+        clock: Clock,
+        metrics: Metrics,
+        limiter: RateLimiter | None = None,
     ) -> None:
+        self._limiter = limiter or NoLimit()
         self._log = log
         self._keys = keys
         self._clock = clock
@@ -72,6 +80,7 @@ class CollectService:
             wire = self._decode_single(request.body)
             raws, body_key, defaults, where = [wire], wire.write_key, BatchDefaults(), ""
         access = self._keys.write_access(request.basic_user or body_key or request.query_write_key)
+        await check_rate(self._limiter, access.key.id)
         origins = access.source.allowed_origins
         if origins and request.origin is not None and request.origin not in origins:
             raise Forbidden(f"origin {request.origin!r} may not send to this source")

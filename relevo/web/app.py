@@ -85,6 +85,7 @@ def create_app(
             if dispatcher is not None and dispatching is not None:
                 dispatcher.stop()
                 await dispatching
+            await services.limiter.close()
             services.close()
 
     async def openapi(request: Request) -> Response:

@@ -21,6 +21,7 @@ from relevo.decisions.identity import verify_token, verify_user_hash
 from relevo.decisions.service import DecisionService
 from relevo.errors import AuthError, Forbidden, ValidationError
 from relevo.profiles.identifiers import ANONYMOUS_ID, USER_ID, Identifier
+from relevo.ratelimit import check_rate
 from relevo.services import PROFILE_ID, Services
 from relevo.web.auth import basic_user, bearer_token
 from relevo.web.body import read_body
@@ -131,6 +132,7 @@ async def decide(request: Request) -> Response:
         write_key = _body_write_key(raw)
     if token is not None:
         key = services.keys.bearer(token, allowed=("server", "admin"))
+        await check_rate(services.limiter, key.id)
         body = _parse(raw)
         if body.debug and key.kind != "admin":
             raise Forbidden("debug explanations need an admin key")
@@ -138,6 +140,7 @@ async def decide(request: Request) -> Response:
         browser = False
     else:
         access = services.keys.write_access(write_key)
+        await check_rate(services.limiter, access.key.id)
         origins = access.source.allowed_origins
         origin = request.headers.get("origin")
         if origins and origin is not None and origin not in origins:
