@@ -53,8 +53,11 @@ class Worker:
         seen = definitions_stamp(services)
         try:
             while not stop.wait(self.ttl.total_seconds() / 3):
-                self.renew()
-                seen = self._reload_definitions(seen)
+                try:
+                    self.renew()
+                    seen = self._reload_definitions(seen)
+                except Exception:  # process boundary: a store hiccup must not end the worker
+                    log.exception("worker %s could not renew its leases; retrying", self.name)
         finally:
             self._set_learner(False)
             self._set_dispatcher(False)
@@ -111,7 +114,10 @@ def run_scheduler(services: Services, stop: threading.Event) -> None:
     processor.start()
     seen = definitions_stamp(services)
     while not stop.wait(DEFINITIONS_SECONDS):
-        seen = reload_definitions(services, seen)
+        try:
+            seen = reload_definitions(services, seen)
+        except Exception:  # process boundary: a store hiccup must not end the scheduler
+            log.exception("the scheduler could not read the definitions; retrying")
 
 
 def definitions_stamp(services: Services) -> Stamp:

@@ -329,6 +329,9 @@ class DecisionStore(Protocol):
     def learner_cursor(self) -> int: ...
 
 
+FORGET_WORKERS_AFTER = timedelta(hours=1)  # a dead worker's heartbeat row is deleted after this
+
+
 class LeaseStore(Protocol):
     """Worker heartbeats and partition leases (see relevo.pipeline.ownership)."""
 

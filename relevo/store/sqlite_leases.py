@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime, timedelta
 
+from relevo.store.base import FORGET_WORKERS_AFTER
 from relevo.store.sqlite_decisions import SQLiteDecisions
 from relevo.store.timeconv import to_micros
 
@@ -17,8 +18,13 @@ class SQLiteLeases(SQLiteDecisions):
                 " DO UPDATE SET alive_until = excluded.alive_until",
                 (worker, until),
             )
-            conn.execute("DELETE FROM workers WHERE alive_until <= ?", (at,))
-            rows = conn.execute("SELECT name FROM workers ORDER BY name").fetchall()
+            conn.execute(
+                "DELETE FROM workers WHERE alive_until <= ?",
+                (to_micros(now - FORGET_WORKERS_AFTER),),
+            )
+            rows = conn.execute(
+                "SELECT name FROM workers WHERE alive_until > ? ORDER BY name", (at,)
+            ).fetchall()
         return [name for (name,) in rows]
 
     def lease(

@@ -101,6 +101,14 @@ class Cluster:
                 process.wait()
         self.processes.clear()
 
+    def logs(self) -> str:
+        """The end of every process's log (for a failure's message)."""
+        tails = []
+        for path in sorted(self.directory.glob("*.log")):
+            lines = path.read_text(errors="replace").splitlines()[-15:]
+            tails.append(f"== {path.name}\n" + "\n".join(lines))
+        return "\n".join(tails)
+
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.api_port}"
@@ -129,7 +137,7 @@ def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]
         "RELEVO_STREAM_URL": stream,
         "RELEVO_CACHE_URL": "redis://127.0.0.1:6379/0",
         "RELEVO_DEFINITIONS_DIR": str(definitions),
-        "RELEVO_LOG_LEVEL": "WARNING",
+        "RELEVO_LOG_LEVEL": "INFO",
     }
     node = Cluster(tmp_path, env, _free_port())
     node.relevo("db", "migrate")
@@ -267,6 +275,7 @@ def test_a_segment_defined_on_an_api_node_reaches_the_workers(cluster: Cluster) 
             headers={"Authorization": f"Bearer {cluster.admin_key}"},
         )
         assert created.status_code == 201, created.text
+        time.sleep(2 * 2 / 3 + 0.2)  # workers look at the stored definitions every ttl / 3
         after = client.post(
             "/v1/identify",
             json={"userId": "late", "traits": {"plan": "silver"}, "messageId": "l1"},
@@ -278,5 +287,8 @@ def test_a_segment_defined_on_an_api_node_reaches_the_workers(cluster: Cluster) 
             profile = _profile(client, cluster, user)
             return profile is not None and "silvers" in profile.get("segments", {})
 
-        _wait(lambda: member("late"), 15, "a new event qualified by the workers")
-        _wait(lambda: member("early"), 15, "the scheduler's backfill")
+        try:
+            _wait(lambda: member("late"), 30, "a new event qualified by the workers")
+            _wait(lambda: member("early"), 30, "the scheduler's backfill")
+        except pytest.fail.Exception as exc:
+            raise AssertionError(f"{exc}\n{cluster.logs()}") from None
