@@ -491,6 +491,7 @@ class Processor:
             self._store.mark_backfilled(job.name, job.version)
             job.finished = True
             del self._backfills[job.name]
+            log.info("segment %s backfilled over %d profiles", job.name, job.done)
             return 0
         if not self._keep_memo:
             self._memo.clear()

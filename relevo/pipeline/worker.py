@@ -26,7 +26,10 @@ log = logging.getLogger(__name__)
 SINGLETONS = "singletons"
 LEARNER, DISPATCHER = 0, 1
 DEFINITIONS_SECONDS = 1.0
+INSTALL_TIMEOUT = 60.0  # seconds the processor thread may take to get to a reload
 Stamp = tuple[tuple[tuple[str, str], ...], tuple[tuple[str, bytes], ...]]
+# the first look always reloads unless nothing is defined (then there is nothing to reload)
+NOT_LOOKED: Stamp = ((), ())
 
 
 class Worker:
@@ -50,7 +53,7 @@ class Worker:
         services.log.start()
         services.decisions.start()
         processor.start()
-        seen = definitions_stamp(services)
+        seen = NOT_LOOKED  # what build_services loaded may be older than the first look
         try:
             while not stop.wait(self.ttl.total_seconds() / 3):
                 try:
@@ -112,7 +115,7 @@ def run_scheduler(services: Services, stop: threading.Event) -> None:
     processor.owned = frozenset
     services.log.start()
     processor.start()
-    seen = definitions_stamp(services)
+    seen = NOT_LOOKED  # what build_services loaded may be older than the first look
     while not stop.wait(DEFINITIONS_SECONDS):
         try:
             seen = reload_definitions(services, seen)
@@ -125,9 +128,17 @@ def definitions_stamp(services: Services) -> Stamp:
 
 
 def reload_definitions(services: Services, seen: Stamp) -> Stamp:
-    """Reload segments and destinations if another process changed them; the new stamp."""
+    """Reload segments and destinations if another process changed them. The stamp of what
+    is installed now: a reload that failed is tried again at the next look."""
     stamp = definitions_stamp(services)
-    if stamp != seen:
-        services.destinations.forget_cached()
-        services.processor.call(services.segments.install)  # event routes may have changed
+    if stamp == seen:
+        return seen
+    services.destinations.forget_cached()
+    installed = services.processor.call(services.segments.install)  # routes may change too
+    try:
+        installed.result(timeout=INSTALL_TIMEOUT)
+    except Exception:  # the processor thread could not compile or read them: not yet
+        log.exception("reloading the definitions failed; trying again")
+        return seen
+    log.info("definitions reloaded: %d segments", len(stamp[0]))
     return stamp
