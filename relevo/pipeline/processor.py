@@ -322,9 +322,10 @@ class Processor:
         for record in records:
             last[record.partition] = record.offset
         for partition, offset in last.items():
-            # compare-and-set: if another worker took the partition over and committed, this
-            # cycle fails whole instead of applying those events a second time
-            expected = self._offsets.get(partition, 0)
+            # compare-and-set where other workers share the store: if one took the partition
+            # over and committed, this cycle fails whole instead of applying those events a
+            # second time (a single-writer store has no one to fence off: no extra read)
+            expected = None if self._keep_memo else self._offsets.get(partition, 0)
             tx.set_offset(self._log.name, partition, offset, expected=expected)
         return last
 

@@ -23,35 +23,15 @@ What the port promises, and so what is checked here:
 from __future__ import annotations
 
 import asyncio
-import os
-import socket
 import threading
 import time
 from collections.abc import Callable
-from urllib.parse import urlsplit
-
-import pytest
 
 from relevo.events.keys import partition_of
 from relevo.stream.base import Append, AppendOutcome, EventLog
 
 PARTITIONS = 4
 OpenLog = Callable[[], EventLog]
-
-
-def require_server(name: str, url: str, default_port: int) -> None:
-    """Go on only if something accepts connections at ``url``'s address: skip otherwise,
-    except under ``CI=true``, where the test fails."""
-    address = urlsplit(url)
-    host, port = address.hostname or "127.0.0.1", address.port or default_port
-    try:
-        with socket.create_connection((host, port), timeout=1.0):
-            return
-    except OSError as exc:
-        reason = f"{name} is not reachable at {host}:{port} ({exc})"
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"{reason} (CI=true: every service must be there)", pytrace=False)
-    pytest.skip(reason)
 
 
 def same_payload(first: bytes, second: bytes) -> bool:

@@ -27,13 +27,13 @@ from relevo.errors import BackendError, BackendNotInstalled
 from relevo.stream.base import EventLog
 from relevo.stream.nats_jetstream import REUSE_IDLE_SECONDS, JetStreamLog, stream_sequence
 from relevo.stream.registry import open_log as open_configured_log
+from relevo.testing.services import require_server
 from relevo.testing.stream_conformance import (
     PARTITIONS,
     EventLogConformance,
     OpenLog,
     item,
     key_in,
-    require_server,
     same_payload,
 )
 

@@ -22,13 +22,13 @@ from relevo.errors import BackendError, BackendNotInstalled  # noqa: E402
 from relevo.stream.base import EventLog  # noqa: E402
 from relevo.stream.redis_streams import RedisStreamsLog  # noqa: E402
 from relevo.stream.registry import open_log as open_configured_log  # noqa: E402
+from relevo.testing.services import require_server  # noqa: E402
 from relevo.testing.stream_conformance import (  # noqa: E402
     PARTITIONS,
     EventLogConformance,
     OpenLog,
     item,
     key_in,
-    require_server,
     same_payload,
 )
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import socket
 import uuid
 from collections.abc import Callable
 
-import pytest
 from click.testing import CliRunner
 
 from relevo._clock import SystemClock
@@ -20,20 +17,11 @@ from relevo.events.model import decode_event
 from relevo.services import build_services
 from relevo.stream.registry import open_log
 from relevo.testing.calls import track
-
-
-def _redis() -> None:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return
-    except OSError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (CI must run this test)")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+from relevo.testing.services import require_server
 
 
 def test_copy_then_copy_again(make_settings: Callable[..., Settings]) -> None:
-    _redis()
+    require_server("Redis", "redis://127.0.0.1:6379", 6379)
     settings = make_settings(log_sync=False)
     services = build_services(settings)
     try:

@@ -3,8 +3,6 @@ subscriber that (re)connects is told to forget everything it holds."""
 
 from __future__ import annotations
 
-import os
-import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -12,24 +10,14 @@ from collections.abc import Iterator
 import pytest
 
 from relevo.store.redis_changes import RedisChanges
+from relevo.testing.services import require_server
 
 URL = "redis://127.0.0.1:6379/0"
 
 
-def redis_up() -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return True
-    except OSError:
-        return False
-
-
 @pytest.fixture
 def channel() -> str:
-    if not redis_up():
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (CI must run this test)")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
+    require_server("Redis", URL, 6379)
     return f"relevo:test:{uuid.uuid4().hex}"
 
 

@@ -3,8 +3,6 @@ through Redis the budget is shared by every API node."""
 
 from __future__ import annotations
 
-import os
-import socket
 import uuid
 from collections.abc import Callable
 from typing import Any
@@ -15,6 +13,7 @@ import pytest
 from relevo.config import Settings
 from relevo.store.redis_ratelimit import RedisLimiter
 from relevo.testing.calls import track
+from relevo.testing.services import require_server
 
 
 @pytest.fixture
@@ -41,18 +40,8 @@ async def test_a_key_over_its_rate_gets_429(app_client: httpx.AsyncClient, keys:
     assert other.status_code == 404  # its own budget: limited per key, not per client
 
 
-def _redis() -> None:
-    try:
-        with socket.create_connection(("127.0.0.1", 6379), timeout=0.5):
-            return
-    except OSError:
-        if os.environ.get("CI") == "true":
-            pytest.fail("Redis is not reachable on 127.0.0.1:6379 (CI must run this test)")
-        pytest.skip("Redis is not reachable on 127.0.0.1:6379")
-
-
 async def test_api_nodes_share_a_budget_through_redis() -> None:
-    _redis()
+    require_server("Redis", "redis://127.0.0.1:6379", 6379)
     prefix = f"relevo:test:{uuid.uuid4().hex}"
     nodes = [RedisLimiter("redis://127.0.0.1:6379/0", 3, prefix) for _ in range(2)]
     try:

@@ -28,22 +28,13 @@ import psycopg
 import pytest
 import yaml
 
+from relevo.testing.services import require_server
+
 pytestmark = pytest.mark.slow
 
 POSTGRES = "postgresql://postgres@127.0.0.1:5432/test"
 SERVICES = {"PostgreSQL": 5432, "Redis": 6379, "NATS": 4222}
 WARM_UP, TRIALS = 3, 100
-
-
-def _require_services() -> None:
-    for name, port in SERVICES.items():
-        try:
-            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-                pass
-        except OSError:
-            if os.environ.get("CI") == "true":
-                pytest.fail(f"{name} is not reachable on 127.0.0.1:{port} (CI must run this)")
-            pytest.skip(f"{name} is not reachable on 127.0.0.1:{port}")
 
 
 def _free_port() -> int:
@@ -116,7 +107,8 @@ class Cluster:
 
 @pytest.fixture(params=["redis", "nats"])
 def cluster(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cluster]:
-    _require_services()
+    for name, port in SERVICES.items():
+        require_server(name, f"tcp://127.0.0.1:{port}", port)
     tag = f"t{uuid.uuid4().hex[:10]}"
     with psycopg.connect(POSTGRES, autocommit=True) as conn:
         conn.execute(f"CREATE SCHEMA {tag}")
