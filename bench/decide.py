@@ -35,7 +35,7 @@ import msgspec
 import uvloop
 import yaml
 
-from bench._http import RawClient, build_request
+from bench._http import RawClient, Request, build_request
 from bench._load import closed_loop, now, paced
 from bench._measure import machine, source_state, summary_ms
 from bench._report import header_rows
@@ -259,40 +259,52 @@ async def over_http(
     profiles: int,
     rate: float,
     seconds: float,
+    runs: int,
     connections: int,
     seed: int,
 ) -> dict[str, Any]:
+    """Warm every profile, then ``runs`` paced runs (each reported, and their latencies pooled:
+    the bar is judged on the pooled p99), then a closed-loop run."""
     rng = random.Random(seed + 1)
     count = int(rate * seconds) + 1
-    requests = [
-        build_request(
+
+    def request(user: int) -> Request:
+        body = {"userId": f"u{user}", "placements": [PLACEMENT], "context": context(rng)}
+        return build_request(
             "127.0.0.1",
             server.port,
             "POST",
             "/v1/decide",
-            json.dumps(
-                {
-                    "userId": f"u{rng.randrange(profiles)}",
-                    "placements": [PLACEMENT],
-                    "context": context(rng),
-                }
-            ).encode(),
+            json.dumps(body).encode(),
             [("Authorization", f"Bearer {key}")],
         )
-        for _ in range(max(count, 5000))
-    ]
+
+    warm = [request(user) for user in range(profiles)]
+    requests = [request(rng.randrange(profiles)) for _ in range(max(count, 5000))]
     counts = [0] * len(requests)
     client = RawClient("127.0.0.1", server.port, connections)
     try:
-        await closed_loop(client, requests[:profiles], counts[:profiles], connections)  # warm
-        before = await _server_histogram(server)
-        sent, start, end = await paced(client, requests, counts, 1.0 / rate, now() + seconds)
-        paced_result = sent.as_dict(end - start)
-        paced_result["server_side"] = _shares(before, await _server_histogram(server))
+        await closed_loop(client, warm, [0] * len(warm), connections)
+        each, pooled, pooled_from_send = [], [], []
+        for _ in range(runs):
+            before = await _server_histogram(server)
+            sent, start, end = await paced(client, requests, counts, 1.0 / rate, now() + seconds)
+            result = sent.as_dict(end - start)
+            result["server_side"] = _shares(before, await _server_histogram(server))
+            each.append(_trim(result))
+            pooled += sent.latencies
+            pooled_from_send += sent.sent_latencies
         flat_out = await closed_loop(client, requests, counts, connections, min_seconds=5.0)
         elapsed = flat_out.last_ack - flat_out.first_send
         return {
-            "paced": {"rate": rate, "seconds": seconds, **_trim(paced_result)},
+            "paced": {
+                "rate": rate,
+                "seconds": seconds,
+                "runs": each,
+                "failed": sum(run["failed"] for run in each),
+                "latency": summary_ms(pooled),
+                "latency_from_send": summary_ms(pooled_from_send),
+            },
             "closed_loop": {"connections": connections, **_trim(flat_out.as_dict(elapsed))},
         }
     finally:
@@ -344,11 +356,13 @@ def run(
     decisions: int,
     rate: float,
     seconds: float,
+    runs: int,
     connections: int,
     seed: int,
     out: str,
     directory: str | None,
     quiet_wait: float,
+    pin_server: bool,
 ) -> None:
     with workspace(directory) as root:
         definitions = write_definitions(root, offers)
@@ -356,13 +370,19 @@ def run(
         os.sched_setaffinity(0, {0})
         local = in_process(root, definitions, profiles, decisions, seed)
         os.sched_setaffinity(0, {1})
-        server = RelevoServer(root, env={"RELEVO_DEFINITIONS_DIR": str(definitions)}, cpu=0)
+        # the server may use both cores (the bar is for the machine, load generator included:
+        # it needs a few percent of CPU 1); --pin-server confines it to CPU 0
+        server = RelevoServer(
+            root, env={"RELEVO_DEFINITIONS_DIR": str(definitions)}, cpu=0 if pin_server else None
+        )
         key = server.create_key("server")
         server.start()
         try:
             # uvloop: the stock loop's timers are late by up to a millisecond, which a paced
             # sender would count as the server's latency
-            http = uvloop.run(over_http(server, key, profiles, rate, seconds, connections, seed))
+            http = uvloop.run(
+                over_http(server, key, profiles, rate, seconds, runs, connections, seed)
+            )
         finally:
             server.stop()
     results = {
@@ -379,7 +399,7 @@ def run(
             "segments": len(segments()),
         },
         "in_process": local,
-        "http": http,
+        "http": {"server_cpus": "0" if pin_server else "0,1", **http},
         "bar": {
             "in_process_us_max": BAR_IN_PROCESS_US,
             "in_process_met": local["per_decision_us"]["mean"] < BAR_IN_PROCESS_US,
@@ -405,6 +425,7 @@ def print_table(results: dict[str, Any]) -> None:
     )
     d = local["per_decision_us"]
     paced_latency = http["paced"]["latency"]
+    runs = http["paced"]["runs"]
     flat = http["closed_loop"]
     rows = [
         *header_rows(results),
@@ -419,14 +440,19 @@ def print_table(results: dict[str, Any]) -> None:
             f"(CPU {d['cpu_mean']} us) -> {local['decisions_per_s']:,.0f}/s on one core",
         ),
         (
-            f"HTTP at {http['paced']['rate']:g}/s",
+            f"HTTP at {http['paced']['rate']:g}/s, {len(runs)} runs pooled",
             f"p50 {paced_latency['p50_ms']:.2f} / p99 {paced_latency['p99_ms']:.2f} / "
-            f"max {paced_latency['max_ms']:.2f} ms, {http['paced']['failed']} failed",
+            f"max {paced_latency['max_ms']:.2f} ms, {http['paced']['failed']} failed "
+            f"(server on CPUs {http['server_cpus']})",
         ),
-        (
-            "  from the send / server-side",
-            f"p99 {http['paced']['latency_from_send']['p99_ms']:.2f} ms from the send; "
-            f"server answered {http['paced']['server_side'].get('within_5ms', 0):.2%} within 5 ms",
+        *(
+            (
+                f"  run {number}",
+                f"p99 {run['latency']['p99_ms']:.2f} ms ({run['latency_from_send']['p99_ms']:.2f} "
+                f"from the send); server answered {run['server_side'].get('within_5ms', 0):.2%} "
+                "within 5 ms",
+            )
+            for number, run in enumerate(runs, 1)
         ),
         (
             f"HTTP flat out ({flat['connections']} conns)",

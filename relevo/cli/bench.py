@@ -10,6 +10,13 @@ def bench() -> None:
     """Run a benchmark; prints a table and writes JSON results."""
 
 
+_pin_server = click.option(
+    "--pin-server/--share-cores",
+    default=False,
+    help="Pin the server to CPU 0 (default: it shares both cores with the load generator).",
+)
+
+
 @bench.command("ingest")
 @click.option("--events", type=int, default=200_000, help="Events to send at full speed.")
 @click.option("--batch", type=int, default=100, help="Events per HTTP request.")
@@ -69,11 +76,7 @@ def bench() -> None:
     metavar="NAME=VALUE",
     help="An environment variable for the server, e.g. RELEVO_LOG_SYNC=false (repeatable).",
 )
-@click.option(
-    "--pin-server/--share-cores",
-    default=False,
-    help="Pin the server to CPU 0 (default: it shares both cores with the load generator).",
-)
+@_pin_server
 @click.option(
     "--stream",
     type=click.Choice(["embedded", "redis", "nats"]),
@@ -239,8 +242,9 @@ def ope(campaigns: tuple[str, ...], dim: int, train_fraction: float, seed: int, 
 @click.option("--offers", type=int, default=50, help="Offers in the bandit placement.")
 @click.option("--profiles", type=int, default=2000, help="People in the store.")
 @click.option("--decisions", type=int, default=20_000, help="Decisions timed in-process.")
-@click.option("--rate", type=float, default=1000.0, help="Requests/s of the paced HTTP run.")
-@click.option("--seconds", type=float, default=10.0, help="Length of the paced HTTP run.")
+@click.option("--rate", type=float, default=1000.0, help="Requests/s of the paced HTTP runs.")
+@click.option("--seconds", type=float, default=10.0, help="Length of each paced HTTP run.")
+@click.option("--runs", type=int, default=3, help="Paced HTTP runs (their latencies are pooled).")
 @click.option("--connections", type=int, default=16, help="HTTP connections.")
 @click.option("--seed", type=int, default=1, help="Seed of the generated workload.")
 @click.option("--out", default="bench/results/decide.json", help="Where to write the JSON.")
@@ -256,17 +260,20 @@ def ope(campaigns: tuple[str, ...], dim: int, train_fraction: float, seed: int, 
     default=60.0,
     help="Seconds to wait at most for idle CPUs before measuring.",
 )
+@_pin_server
 def decide(
     offers: int,
     profiles: int,
     decisions: int,
     rate: float,
     seconds: float,
+    runs: int,
     connections: int,
     seed: int,
     out: str,
     directory: str | None,
     quiet_wait: float,
+    pin_server: bool,
 ) -> None:
     """Decision cost in-process and latency over HTTP (50 offers, a bandit placement)."""
     from bench.decide import run
@@ -277,11 +284,13 @@ def decide(
         decisions=decisions,
         rate=rate,
         seconds=seconds,
+        runs=runs,
         connections=connections,
         seed=seed,
         out=out,
         directory=directory,
         quiet_wait=quiet_wait,
+        pin_server=pin_server,
     )
 
 

@@ -33,6 +33,7 @@ STORED_ROOTS = frozenset({"traits", "profile", "segments"})
 EXPOSABLE_ROOTS = ("traits", "computed", "segments", "profile")
 # What a bandit's features are built from: JSON-like values only (not the profile's dates).
 FEATURE_ROOTS = ("traits", "computed", "segments", "context")
+FeaturePaths = tuple[tuple[str, tuple[str, ...]], ...]  # (path, its dotted parts)
 ID = re.compile(r"^[a-z0-9][a-z0-9_\-]{0,63}$")
 Arbitration = Literal["priority", "pvl", "bandit"]
 Reward = Literal["click", "conversion"]
@@ -104,12 +105,14 @@ class Offer:
     content: ContentTemplate
     caps: tuple[Cap, ...]
     budget: Cap | None
-    # read per decision, so kept at hand: the id, the channels, the eligibility predicate and
-    # whether it reads only stored profile state (then its result holds until the profile
-    # changes; not computed traits, whose windows slide with time, nor the request's context)
+    # read per decision, so kept at hand: the id, the channels, the eligibility predicate, its
+    # canonical text (offers sharing a rule evaluate it once a decision) and whether it reads
+    # only stored profile state (then its result holds until the profile changes; not computed
+    # traits, whose windows slide with time, nor the request's context)
     id: str = field(init=False)
     channels: frozenset[str] = field(init=False)
     predicate: Callable[[Mapping[str, Any]], bool] | None = field(init=False)
+    rule_text: str = field(init=False)
     profile_only: bool = field(init=False)
 
     def __post_init__(self) -> None:
@@ -117,6 +120,7 @@ class Offer:
         object.__setattr__(self, "id", self.definition.id)
         object.__setattr__(self, "channels", frozenset(self.definition.channels))
         object.__setattr__(self, "predicate", rule.predicate if rule else None)
+        object.__setattr__(self, "rule_text", rule.text if rule else "")
         object.__setattr__(
             self,
             "profile_only",
@@ -140,8 +144,9 @@ class Placement:
     attribution_seconds: int
     experiment: Experiment | None
     id: str = field(init=False)
-    # the bandit's feature paths: of stored profile state, and the others (context, computed)
-    feature_paths: tuple[tuple[str, ...], tuple[str, ...]] = field(init=False)
+    # the bandit's feature paths, each with its parts: of stored profile state, and the others
+    # (context, computed)
+    feature_paths: tuple[FeaturePaths, FeaturePaths] = field(init=False)
     counted: bool = field(init=False)  # whether a limit or a budget reads impression counters
     # digests of the bandit's and the shadow's settings: a changed setting is a new model
     bandit_digest: str = field(init=False)
@@ -150,8 +155,12 @@ class Placement:
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", self.definition.id)
         paths = self.definition.bandit.features
-        stored = tuple(p for p in paths if p.split(".", 1)[0] in STORED_ROOTS)
-        live = tuple(p for p in paths if p not in stored)
+        stored = tuple(
+            (p, tuple(p.split("."))) for p in paths if p.split(".", 1)[0] in STORED_ROOTS
+        )
+        live = tuple(
+            (p, tuple(p.split("."))) for p in paths if p.split(".", 1)[0] not in STORED_ROOTS
+        )
         object.__setattr__(self, "feature_paths", (stored, live))
         counted = bool(self.limits) or any(o.budget is not None for o in self.offers)
         object.__setattr__(self, "counted", counted)

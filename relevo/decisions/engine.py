@@ -17,11 +17,11 @@ from typing import Any, Protocol
 
 from relevo.content.templates import RenderProblem
 from relevo.decisions.caps import within_counter, within_profile_caps
-from relevo.decisions.catalog import Catalog, Offer, Placement
+from relevo.decisions.catalog import Catalog, FeaturePaths, Offer, Placement
 from relevo.decisions.experiments import Experiment, Variant, assign, in_holdout
 from relevo.decisions.feedback import KIND_EVENTS
 from relevo.decisions.log import Chosen, DecisionRecord, ShadowChoice
-from relevo.learning.features import Encoded, flatten
+from relevo.learning.features import Encoded, flatten_into
 from relevo.learning.linear import RidgeModel
 from relevo.learning.policy import Choice, Policy, Vector
 from relevo.profiles.computed_defs import lookup
@@ -33,7 +33,7 @@ MEMOS_KEPT = 100_000  # profiles whose stored-state results are kept
 
 
 class _ProfileMemo:
-    """Eligibility results (offer id -> bool) and features (placement id -> features) that
+    """Eligibility results (rule text -> bool) and features (placement id -> features) that
     depend only on a profile's stored state."""
 
     __slots__ = ("data", "eligible", "features", "profile", "version")
@@ -251,7 +251,7 @@ class _PlacementRun:
             shadow=self._shadow(candidates, context_vector, chosen[0] if chosen else None),
         )
         decision = PlacementDecision(placement, record, [])
-        variables = self._variables()
+        variables = self._variables() if chosen else {}
         for position, offer_id in enumerate(chosen):
             offer = offers[offer_id]
             content = offer.content.render(
@@ -284,6 +284,7 @@ class _PlacementRun:
         channel = self.request.channel
         now = self.now
         stored = self.memo.eligible if self.memo else None
+        checked: dict[str, bool] = {}  # this decision's results of rules that read more
         data = self.data
         found = []
         for offer in placement.offers:
@@ -297,8 +298,8 @@ class _PlacementRun:
                 why = "channel"
             elif allowed is not None and offer.id not in allowed:
                 why = "not_in_variant"
-            elif predicate is not None and not (
-                _remembered(stored, offer, data) if offer.profile_only else predicate(data)
+            elif predicate is not None and not _eligible(
+                stored if offer.profile_only and stored is not None else checked, offer, data
             ):
                 why = "ineligible"
             elif offer.caps and not within_profile_caps(offer.caps, exposures.get(offer.id), now_s):
@@ -433,24 +434,25 @@ class _PlacementRun:
         }
 
 
-def _flatten_paths(data: Mapping[str, Any], paths: tuple[str, ...]) -> dict[str, float]:
+def _flatten_paths(data: Mapping[str, Any], paths: FeaturePaths) -> dict[str, float]:
     features: dict[str, float] = {}
-    for path in paths:
+    for path, parts in paths:
+        found: dict[str, float] = {}
         try:
-            features.update(flatten({path: _read(data, path)}))
+            flatten_into(found, path, lookup(data, parts))
         except TypeError:  # not a JSON-like value (a date): not a feature
             continue
+        features.update(found)
     return features
 
 
-def _remembered(stored: dict[str, bool] | None, offer: Offer, data: Mapping[str, Any]) -> bool:
-    """An eligibility that reads only stored profile state, evaluated once per profile state."""
-    assert offer.predicate is not None
-    if stored is None:
-        return offer.predicate(data)
-    result = stored.get(offer.id)
+def _eligible(results: dict[str, bool], offer: Offer, data: Mapping[str, Any]) -> bool:
+    """The offer's eligibility, from ``results`` (by rule text) when an offer with the same
+    rule was checked against the same data."""
+    result = results.get(offer.rule_text)
     if result is None:
-        result = stored[offer.id] = offer.predicate(data)
+        assert offer.predicate is not None
+        result = results[offer.rule_text] = offer.predicate(data)
     return result
 
 

@@ -17,7 +17,7 @@ from relevo.store.base import DecisionStore
 
 log = logging.getLogger(__name__)
 
-INTERVAL_SECONDS = 0.05
+INTERVAL_SECONDS = 0.25
 BATCH = 5000
 
 

@@ -55,10 +55,9 @@ def serve(
     """Draw the served action from ``probabilities`` and rank the others by ``scores``."""
     cumulative = probabilities.cumsum()
     drawn = int(cumulative.searchsorted(rng.random() * cumulative[-1], side="right"))
-    served = actions[min(drawn, len(actions) - 1)]
-    ranking = [actions[i] for i in (-scores).argsort(kind="stable").tolist()]
-    ranking.remove(served)
-    ranking.insert(0, served)
+    served = min(drawn, len(actions) - 1)
+    ranking = [actions[served]]
+    ranking += [actions[i] for i in (-scores).argsort(kind="stable").tolist() if i != served]
     return Choice(
         ranking=ranking,
         probabilities=dict(zip(actions, probabilities.tolist(), strict=True)),

@@ -40,16 +40,17 @@ def flatten(raw: Mapping[str, Any]) -> dict[str, float]:
     """
     features: dict[str, float] = {}
     for key, value in raw.items():
-        _flatten_value(features, str(key), value)
+        flatten_into(features, str(key), value)
     return features
 
 
-def _flatten_value(features: dict[str, float], name: str, value: Any) -> None:
+def flatten_into(features: dict[str, float], name: str, value: Any) -> None:
+    """Add the features of ``value`` under ``name`` to ``features`` (see :func:`flatten`)."""
     if value is None:
         return
-    if isinstance(value, Mapping):
+    if value.__class__ is dict or isinstance(value, Mapping):
         for key, nested in value.items():
-            _flatten_value(features, f"{name}.{key}", nested)
+            flatten_into(features, f"{name}.{key}", nested)
     elif isinstance(value, str | bool):
         features[f"{name}={_category(value)}"] = 1.0
     elif isinstance(value, int | float):
