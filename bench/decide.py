@@ -40,7 +40,7 @@ from bench._load import closed_loop, now, paced
 from bench._measure import machine, source_state, summary_ms
 from bench._report import header_rows
 from bench.ingest import wait_for_quiet
-from relevo._gc import tune_for_server
+from relevo._runtime import tune_for_server
 from relevo.collect.service import CollectRequest
 from relevo.config import Settings
 from relevo.decisions.engine import Ask, DecideRequest

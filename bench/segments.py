@@ -55,7 +55,7 @@ from bench._report import header_rows
 from bench._workload import CATEGORIES, PLANS, EventFactory, make_batches, population
 from bench.computed import DEFINITIONS as COMPUTED_TRAITS
 from bench.ingest import wait_for_quiet
-from relevo._gc import tune_for_server
+from relevo._runtime import tune_for_server
 from relevo.collect.service import CollectRequest
 from relevo.config import Settings
 from relevo.segments.model import compile_segment, parse_definition

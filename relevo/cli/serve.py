@@ -10,7 +10,7 @@ import httpx
 import uvicorn
 from starlette.applications import Starlette
 
-from relevo._gc import tune_for_server
+from relevo._runtime import tune_for_server
 from relevo.cli.context import settings_from, store_option
 from relevo.config import Settings
 from relevo.logs import configure_logging

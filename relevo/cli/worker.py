@@ -11,7 +11,7 @@ from types import FrameType
 
 import click
 
-from relevo._gc import tune_for_server
+from relevo._runtime import tune_for_server
 from relevo.cli.context import settings_from, store_option
 from relevo.config import Settings
 from relevo.logs import configure_logging
