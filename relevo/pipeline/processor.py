@@ -334,7 +334,7 @@ class Processor:
     ) -> bool:
         if self._suppressed and any(suppression_hash(i) in self._suppressed for i in identifiers):
             return False
-        resolution = resolve(identifiers, cycle.view, self._settings, new_profile_id(event))
+        resolution = resolve(identifiers, cycle.view, self._settings, lambda: new_profile_id(event))
         profile = cycle.profile(resolution.profile_id, event, resolution.created)
         self._join(cycle, profile, resolution, event)
         if event.event is not None and (event.event in EVENT_KINDS or self._attribution):
@@ -346,8 +346,8 @@ class Processor:
             payload,
             cycle.now,
             cycle.qualified,
-            # a new profile too: a rule can hold for what it lacks (`traits.plan is null`)
-            every_segment=bool(resolution.merges) or resolution.created,
+            every_segment=bool(resolution.merges),
+            created=resolution.created,
         )
         cycle.timeline.append(
             (profile.id, TimelineEntry(event.timestamp, event.message_id, payload))
@@ -437,8 +437,12 @@ class Processor:
 
     def _count(self, applied: int, suppressed: int, cycle: _Cycle) -> None:
         m = self._metrics
-        for change in cycle.qualified.changes:
-            m.segment_changes.labels("entered" if change.entered else "exited").inc()
+        changes = cycle.qualified.changes
+        if changes:
+            entered = sum(1 for change in changes if change.entered)
+            for label, count in (("entered", entered), ("exited", len(changes) - entered)):
+                if count:
+                    m.segment_changes.labels(label).inc(count)
         if applied:
             m.events_processed.inc(applied)
         if suppressed:

@@ -9,7 +9,7 @@ running shoes 3+ times in the last 7 days" on time, without a new event.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -17,12 +17,13 @@ import msgspec
 
 from relevo.events.model import Event
 from relevo.profiles import computed
-from relevo.profiles.computed import ComputedTraitDef
+from relevo.profiles.computed import ComputedTraitDef, TraitSet
 from relevo.profiles.model import Profile
 from relevo.segments.changes import MembershipChange
-from relevo.segments.engine import reevaluate, rule_data
+from relevo.segments.engine import reevaluate
 from relevo.segments.index import SegmentIndex
 from relevo.segments.model import Segment
+from relevo.segments.plan import Plan, Planner
 from relevo.store.base import OutboxRow
 
 SEGMENT_ENTERED = "Segment Entered"
@@ -33,36 +34,44 @@ SEGMENT_EXITED = "Segment Exited"
 class Definitions:
     """One consistent snapshot of what the processor evaluates; swapped whole on reload."""
 
-    computed: list[ComputedTraitDef]
+    computed: TraitSet
     index: SegmentIndex
+    planner: Planner
     recheck: timedelta  # how often a segment using now() is evaluated again without events
     event_routes: frozenset[str] = frozenset()  # event names/types some destination receives
-    # derived once, read per event: the definitions by name, those timed segments read, and
-    # whether a timed segment uses now()
-    by_name: dict[str, ComputedTraitDef] = field(default_factory=dict)
-    timed_computed: list[ComputedTraitDef] = field(default_factory=list)
+    # derived once, read per event: the computed traits timed segments read (by name, and
+    # those that count days), and whether a timed segment uses now()
+    timed_computed: TraitSet = field(default_factory=lambda: TraitSet(()))
+    timed_names: frozenset[str] = frozenset()
+    timed_days: frozenset[str] = frozenset()
     timed_uses_now: bool = False
 
     @classmethod
     def build(
         cls,
-        traits: list[ComputedTraitDef],
+        traits: Sequence[ComputedTraitDef],
         segments: Iterable[Segment],
         recheck: timedelta,
         event_routes: frozenset[str] = frozenset(),
     ) -> Definitions:
+        trait_set = TraitSet(traits)
         # traits whose value moves with time alone: windows slide; days_since_last counts days
         # even over a lifetime
-        timed = frozenset(d.name for d in traits if d.windowed or d.kind == "days_since_last")
-        index = SegmentIndex(segments, timed)
+        index = SegmentIndex(
+            segments,
+            frozenset(d.name for d in traits if d.windowed or d.kind == "days_since_last"),
+        )
         used = index.computed_used_by(index.timed)
+        timed = TraitSet(d for d in traits if d.name in used)
         return cls(
-            traits,
+            trait_set,
             index,
+            Planner(index, trait_set),
             recheck,
             event_routes,
-            by_name={d.name: d for d in traits},
-            timed_computed=[d for d in traits if d.name in used],
+            timed_computed=timed,
+            timed_names=frozenset(d.name for d in timed),
+            timed_days=frozenset(d.name for d in timed if d.kind == "days_since_last"),
             timed_uses_now=any(index.segments[n].rule.uses_now for n in index.timed),
         )
 
@@ -122,10 +131,12 @@ class Qualifier:
         now: datetime,
         out: Qualification,
         *,
-        every_segment: bool,
+        every_segment: bool = False,
+        created: bool = False,
     ) -> None:
         """Fold ``event`` into the computed traits and evaluate the segments it can change
-        (``every_segment``: all of them, for a profile that is new or has just merged)."""
+        (``every_segment``: all of them, for a profile that has just merged; ``created``: the
+        profile is new, so it starts from the empty profile's memberships)."""
         defs = self.definitions
         if defs.routes_event(event):
             body = b'{"type":"event","profileId":%s,"event":%s}' % (
@@ -133,25 +144,29 @@ class Qualifier:
                 payload,
             )
             out.events.append(OutboxRow(now, "event", profile.id, body))
-        changed_computed = computed.update(defs.computed, profile, event)
+        opened: set[str] = set()
+        changed = computed.update(defs.computed, profile, event, opened)
         if not defs.index.segments:
             return
         if every_segment:
-            self._evaluate(profile, set(defs.index.segments), now, event.message_id, out)
-        else:
-            traits = event.traits if event.type == "identify" else ()
-            affected = defs.index.affected(traits, changed_computed)
-            self._evaluate(profile, affected, now, event.message_id, out, changed_computed)
+            plan = defs.planner.for_names(defs.index.segments)
+            self._evaluate(profile, plan, now, event.message_id, out)
+            return
+        traits = event.traits if event.type == "identify" else ()
+        plan = defs.planner.for_event(traits, changed, created)
+        # only a new bucket can bring a window's next change forward; any change, a day count's
+        moved = (opened & defs.timed_names) | (changed & defs.timed_days)
+        self._evaluate(profile, plan, now, event.message_id, out, None if created else moved)
 
     def on_timer(self, profile: Profile, now: datetime, out: Qualification) -> None:
         defs = self.definitions
         computed.prune(defs.computed, profile, now)
-        self._evaluate(profile, set(defs.index.timed), now, "schedule", out)
+        self._evaluate(profile, defs.planner.for_names(defs.index.timed), now, "schedule", out)
 
     def on_backfill(
         self, profile: Profile, names: set[str], now: datetime, out: Qualification
     ) -> None:
-        self._evaluate(profile, names, now, "backfill", out)
+        self._evaluate(profile, self.definitions.planner.for_names(names), now, "backfill", out)
         for name in names:
             entered = profile.segments.get(name)
             if entered is not None:
@@ -168,61 +183,54 @@ class Qualifier:
     def _evaluate(
         self,
         profile: Profile,
-        names: set[str],
+        plan: Plan,
         now: datetime,
         cause: str,
         out: Qualification,
-        changed: set[str] | None = None,
+        moved: set[str] | None = None,
     ) -> None:
-        """Evaluate the named segments; ``changed``: the computed traits this event moved
-        (None: work the profile's timer out from scratch)."""
+        """Carry out ``plan``; ``moved``: the timed computed traits whose next change this
+        event may have brought forward (None: work the profile's timer out from scratch)."""
         defs = self.definitions
-        for stale in [n for n in profile.segments if n not in defs.index.segments]:
-            del profile.segments[stale]  # the segment was deleted; its members table is cleared
-        if names:
-            # the segments, and only the computed traits they read, in one pass
-            segments: list[Segment] = []
-            wanted: set[str] = set()
-            reads = defs.index.reads
-            for name in names:
-                found = reads.get(name)
-                if found is not None:
-                    segments.append(found[0])
-                    wanted |= found[1]
-            traits = (
-                defs.computed  # a rule reading the whole computed root reads every trait
-                if "" in wanted
-                else [defs.by_name[c] for c in wanted if c in defs.by_name]
-            )
-            values = computed.values(traits, profile, now)
-            data = rule_data(profile, values, now)
-            out.changes.extend(reevaluate(profile, segments, data, now, cause))
+        segments = defs.index.segments
+        if not profile.segments.keys() <= segments.keys():
+            for stale in [n for n in profile.segments if n not in segments]:
+                del profile.segments[stale]  # the segment was deleted; its members are cleared
+        if plan.segments:
+            values = computed.values(plan.computed, profile, now)
+            data = plan.shape.data(profile, values, now)
+            out.changes.extend(reevaluate(profile, plan.segments, data, now, cause))
+        for name in plan.entered:
+            profile.segments[name] = now
+            out.changes.append(MembershipChange(profile.id, name, True, now, cause))
         if defs.index.timed:
-            due = self._next_check(profile, now, changed)
-            if changed is None or due != profile.next_check:  # unchanged: no timer write
+            due = self._next_check(profile, now, moved)
+            if moved is None or due != profile.next_check:  # unchanged: no timer write
                 out.timers[profile.id] = due
                 profile.next_check = due
 
     def _next_check(
-        self, profile: Profile, now: datetime, changed: set[str] | None
+        self, profile: Profile, now: datetime, moved: set[str] | None
     ) -> datetime | None:
         """When the profile's time-dependent segments must be evaluated again.
 
         From scratch, the earliest time a timed trait's value moves on its own (or the recheck
-        of a ``now()`` rule). After an event only the traits it moved are looked at: an event
-        adds a bucket, which can bring that trait's next change forward, never the others'.
-        A due time left early (the event moved one later) only fires a check that finds
-        nothing to do, and is then worked out from scratch.
+        of a ``now()`` rule). After an event only the traits in ``moved`` are looked at: folding
+        an event into a bucket a window already has changes none of its expiries, and an
+        event brings no other trait's next change forward. A due time left early (an event
+        moved one later) only fires a check that finds nothing to do, and is then worked out
+        from scratch.
         """
         defs = self.definitions
-        if changed is None:
+        if moved is None:
             due = computed.next_change(defs.timed_computed, profile, now)
         else:
             due = profile.next_check
-            moved = [d for d in defs.timed_computed if d.name in changed]
-            candidate = computed.next_change(moved, profile, now) if moved else None
-            if candidate is not None:
-                due = candidate if due is None else min(due, candidate)
+            if moved:
+                traits = defs.timed_computed.subset(frozenset(moved))
+                candidate = computed.next_change(traits, profile, now)
+                if candidate is not None:
+                    due = candidate if due is None else min(due, candidate)
         if defs.timed_uses_now:
             recheck = now + defs.recheck
             due = recheck if due is None else min(due, recheck)

@@ -59,10 +59,12 @@ _DAY = 86400
 
 
 class _Plan:
-    """One definition, flattened for the per-event loop."""
+    """One definition, flattened for the per-event loops."""
 
     __slots__ = (
         "cap",
+        "days",
+        "empty",
         "fold",
         "key0",
         "kind",
@@ -72,6 +74,7 @@ class _Plan:
         "path",
         "prepare",
         "sig",
+        "value",
         "where",
         "width",
         "window",
@@ -92,15 +95,20 @@ class _Plan:
         self.width = d.bucket_seconds
         self.window = d.window.seconds if d.window is not None else 0
         self.newest_only = ops.newest_only
+        self.value = ops.value
+        self.empty = ops.empty
+        self.days = d.kind == "days_since_last"
 
 
 class TraitSet(Sequence[ComputedTraitDef]):
-    """Definitions (immutable), with the index ``update`` uses: event type -> event name ->
-    the plans that can match."""
+    """Definitions (immutable), flattened into plans (``values`` and ``next_change`` read
+    them), with the index ``update`` uses: event type -> event name -> the plans that can
+    match."""
 
     def __init__(self, definitions: Iterable[ComputedTraitDef]) -> None:
         self._defs = tuple(definitions)
-        plans = [_Plan(d) for d in self._defs]
+        self.plans = plans = tuple(_Plan(d) for d in self._defs)
+        self._subsets: dict[frozenset[str], TraitSet] = {}
         # plans that match any name of a type; and per type and name, those plus the named ones
         self._any: dict[str, tuple[_Plan, ...]] = {
             t: tuple(
@@ -119,6 +127,15 @@ class TraitSet(Sequence[ComputedTraitDef]):
             t: {name: (*self._any[t], *found) for name, found in by_name.items()}
             for t, by_name in named.items()
         }
+
+    def subset(self, names: frozenset[str]) -> TraitSet:
+        """The definitions named in ``names``, as a ``TraitSet`` (remembered)."""
+        found = self._subsets.get(names)
+        if found is None:
+            if len(self._subsets) >= _SUBSETS_MAX:
+                self._subsets.clear()
+            found = self._subsets[names] = TraitSet(d for d in self._defs if d.name in names)
+        return found
 
     def plans_for(self, event: Event) -> tuple[_Plan, ...]:
         etype = event.type
@@ -152,6 +169,7 @@ class TraitSet(Sequence[ComputedTraitDef]):
 # element, so a list changed in place gets a new index). Bounded; only a memo.
 _SETS: dict[int, tuple[Sequence[ComputedTraitDef], tuple[ComputedTraitDef, ...], TraitSet]] = {}
 _SETS_MAX = 32
+_SUBSETS_MAX = 256  # per TraitSet: the combinations of traits one event moves are few
 
 
 def trait_set(defs: Sequence[ComputedTraitDef]) -> TraitSet:
@@ -172,13 +190,20 @@ def trait_set(defs: Sequence[ComputedTraitDef]) -> TraitSet:
     return built
 
 
-def update(defs: Sequence[ComputedTraitDef], profile: Profile, event: Event) -> set[str]:
+def update(
+    defs: Sequence[ComputedTraitDef],
+    profile: Profile,
+    event: Event,
+    opened: set[str] | None = None,
+) -> set[str]:
     """Fold one event into the computed traits it matches.
 
     Args:
         defs: the definitions; a ``TraitSet``, or a sequence that is not changed in place.
         profile: its ``computed`` state is updated in place.
         event: bucketed by ``event.timestamp``; ``event.received_at`` is its arrival time.
+        opened: if given, the names of the traits that opened a bucket are added to it (only
+            a new bucket can bring a window's ``next_change`` forward).
 
     Returns:
         The names of the traits whose state changed.
@@ -230,6 +255,8 @@ def update(defs: Sequence[ComputedTraitDef], profile: Profile, event: Event) -> 
             continue
         buckets[key] = p.new(value, t, mid)
         add(p.name)
+        if opened is not None:
+            opened.add(p.name)
     return changed
 
 
@@ -258,16 +285,18 @@ def values(defs: Sequence[ComputedTraitDef], profile: Profile, now: datetime) ->
     now_s = _seconds(now)
     found: dict[str, Any] = {}
     computed = profile.computed
-    for d in defs:
-        ops = KIND_OPS[d.kind]
-        state = computed.get(d.name)
-        live = _live(d, state, now_s)
-        if live:
-            assert state is not None
-            buckets = state.buckets
-            found[d.name] = ops.value([buckets[k] for k in live], now_s)
-        else:
-            found[d.name] = ops.empty
+    for p in trait_set(defs).plans:
+        state = computed.get(p.name)
+        if state is None or state.sig != p.sig or not state.buckets:
+            found[p.name] = p.empty
+            continue
+        buckets = state.buckets
+        if len(buckets) == 1:  # a lifetime trait, or a window's events all in one bucket
+            ((key, bucket),) = buckets.items()
+            live = [bucket] if not p.width or key >= _first_live(now_s, p.window, p.width) else []
+        else:  # oldest first: a sum of floats depends on the order
+            live = [buckets[k] for k in sorted(_live_keys(p, buckets, now_s))]
+        found[p.name] = p.value(live, now_s) if live else p.empty
     return found
 
 
@@ -283,19 +312,22 @@ def next_change(
     """
     now_s = _seconds(now)
     due: float | None = None
-    for d in defs:
-        state = profile.computed.get(d.name)
-        live = _live(d, state, now_s)
+    computed = profile.computed
+    for p in trait_set(defs).plans:
+        state = computed.get(p.name)
+        if state is None or state.sig != p.sig or not state.buckets:
+            continue
+        buckets = state.buckets
+        live = _live_keys(p, buckets, now_s)
         if not live:
             continue
-        assert state is not None
-        if d.window is not None:
+        if p.width:
             # last and days_since_last read the newest bucket only; the others the oldest too
-            key = live[-1] if d.kind in ("last", "days_since_last") else live[0]
-            expiry = key * d.window.bucket_seconds + d.window.seconds
+            key = max(live) if p.newest_only else min(live)
+            expiry = key * p.width + p.window
             due = expiry if due is None else min(due, expiry)
-        if d.kind == "days_since_last":
-            at = max(state.buckets[k].at for k in live)
+        if p.days:
+            at = max(buckets[k].at for k in live)
             next_day = at + (days_between(now_s, at) + 1) * _DAY
             due = next_day if due is None else min(due, next_day)
     return None if due is None else datetime.fromtimestamp(due, UTC)
@@ -376,15 +408,12 @@ def _copy(bucket: Bucket) -> Bucket:
     )
 
 
-def _live(d: ComputedTraitDef, state: TraitState | None, now_s: float) -> list[int]:
-    """The keys of the buckets of ``d`` that count at ``now_s``, oldest first."""
-    if state is None or state.sig != d.sig or not state.buckets:
-        return []
-    window = d.window
-    if window is None:
-        return list(state.buckets)  # the one lifetime bucket
-    first = _first_live(now_s, window.seconds, window.bucket_seconds)
-    return sorted([k for k in state.buckets if k >= first])
+def _live_keys(p: _Plan, buckets: dict[int, Bucket], now_s: float) -> list[int]:
+    """The keys of the buckets that count at ``now_s``, in no particular order."""
+    if not p.width:
+        return list(buckets)  # the one lifetime bucket
+    first = _first_live(now_s, p.window, p.width)
+    return [k for k in buckets if k >= first]
 
 
 def _first_live(now_s: float, window: int, width: int) -> int:

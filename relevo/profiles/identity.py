@@ -18,6 +18,7 @@ The rules, in order:
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,15 +63,16 @@ def resolve(
     identifiers: list[Identifier],
     view: IdentityView,
     limits: IdentityLimits,
-    new_profile_id: str,
+    new_profile_id: Callable[[], str],
 ) -> Resolution:
-    """Plan how an event with these identifiers (highest priority first) joins the graph."""
+    """Plan how an event with these identifiers (highest priority first) joins the graph;
+    ``new_profile_id`` names the profile it creates (called only then)."""
     owners = {ident: _owner(ident, view) for ident in identifiers}
     primary = _choose(identifiers, owners, view)
     if primary is not None and all(owner == primary for owner in owners.values()):
         return Resolution(primary, created=False)  # the common case: nothing new to join
     created = primary is None
-    resolution = Resolution(primary or new_profile_id, created)
+    resolution = Resolution(new_profile_id() if primary is None else primary, created)
     held = Counter(i.type for i in ([] if created else view.identifiers_of(resolution.profile_id)))
     user_ids = set() if created else _user_ids(view, resolution.profile_id)
 

@@ -19,7 +19,9 @@ class Stamped(msgspec.Struct, array_like=True, gc=False):  # no cycles: untracke
 
     def newer_than(self, other: Stamped) -> bool:
         # ties broken by message id, so replays and merges decide the same way every time
-        return (self.at, self.message_id) > (other.at, other.message_id)
+        if self.at != other.at:
+            return self.at > other.at
+        return self.message_id > other.message_id
 
 
 EXPOSURES_KEPT = 50  # recent impressions kept per offer (and per placement) for frequency caps

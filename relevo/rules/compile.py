@@ -11,7 +11,7 @@ from __future__ import annotations
 import operator
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from relevo.rules import values as v
@@ -261,9 +261,32 @@ def _binary(op: str, left: Compiled, right: Compiled) -> Compiled:
         special = _compare_to_constant(op, left, right.value)
         if special is not None:
             return special
-    compute = _BINARY[op]
     a, b = left.fn, right.fn
+    if op in _PYTHON:
+        return _compare(op, a, b)
+    compute = _BINARY[op]
     return Compiled(lambda d: compute(a(d), b(d)), boolean=op in _BOOLEAN_OPS)
+
+
+def _compare(op: str, a: Fn, b: Fn) -> Compiled:
+    """A comparison of two computed values (``profile.last_seen >= now() - days(7)``):
+    Python's comparison for two values of one plain type, where it is the rule's."""
+    fast, slow = _PYTHON[op], _BINARY[op]
+
+    def compare(d: Data) -> bool:
+        x, y = a(d), b(d)
+        kind = type(x)
+        if kind is type(y) and (
+            kind is int
+            or kind is float
+            or kind is str
+            # aware datetimes in UTC (what the clock and event times are): no tzinfo to fail
+            or (kind is datetime and x.tzinfo is UTC and y.tzinfo is UTC)
+        ):
+            return fast(x, y)
+        return bool(slow(x, y))
+
+    return Compiled(compare, boolean=True)
 
 
 def _compare_to_constant(op: str, left: Compiled, constant: Any) -> Compiled | None:

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from datetime import datetime
 
+import msgspec
 
-@dataclass(frozen=True)
-class MembershipChange:
+
+class MembershipChange(msgspec.Struct, frozen=True, gc=False):
+    """One profile entering or leaving one segment (a struct: the processor makes one per
+    change, and a struct is built several times faster than a frozen dataclass)."""
+
     profile_id: str
     segment: str
     entered: bool  # False: exited

@@ -33,6 +33,9 @@ class SegmentIndex:
                 timed.add(segment.name)
         self.every_event = frozenset(every)
         self.timed = frozenset(timed)
+        # the inputs some segment reads by name (a whole-root read is keyed "")
+        self.trait_keys = frozenset(self._by_trait)
+        self.computed_keys = frozenset(self._by_computed)
         self._timed_computed = windowed_computed
         # per segment: the segment and the computed traits it reads (looked up per event)
         self.reads: dict[str, tuple[Segment, frozenset[str]]] = {

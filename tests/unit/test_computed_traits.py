@@ -807,6 +807,48 @@ def test_incremental_values_equal_a_from_scratch_evaluation(
     assert all(_same(values(defs, p, now)[n], got[n]) for n in got)
 
 
+@settings(max_examples=250, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    defs=st.integers(1, 3).flatmap(lambda n: st.tuples(*(definitions(f"t{i}") for i in range(n)))),
+    history=histories(),
+)
+def test_only_an_opened_bucket_or_a_day_count_brings_the_next_change_forward(
+    defs: tuple[ComputedTraitDef, ...], history: tuple[list[Event], datetime]
+) -> None:
+    """What lets the processor keep a profile's due time between events: after an event, the
+    next change is no earlier than the one before it, or than that of the traits the event
+    opened a bucket in (or, for a days_since_last, changed at all)."""
+    events, now = history
+    p = profile()
+    for event in events:
+        before = next_change(defs, p, now)
+        opened: set[str] = set()
+        changed = update(defs, p, event, opened)
+        assert opened <= changed
+        moved = [
+            d
+            for d in defs
+            if d.name in opened or (d.kind == "days_since_last" and d.name in changed)
+        ]
+        kept = [t for t in (before, next_change(moved, p, now)) if t is not None]
+        after = next_change(defs, p, now)
+        if after is not None:
+            assert kept and min(kept) <= after, (event, before, after, kept)
+
+
+def test_a_later_event_in_a_day_count_bucket_brings_its_next_day_forward() -> None:
+    """Why a days_since_last counts as moved whenever it changes: its one bucket takes a later
+    event without opening a bucket, and the next whole day comes sooner."""
+    d = trait(kind="days_since_last", event="Order Completed")
+    p = fold([d], [ev(when=T0)])
+    now = at(days=2, hours=12)
+    assert next_change([d], p, now) == at(days=3)
+    opened: set[str] = set()
+    assert update([d], p, ev(when=at(days=1, hours=14), received=now), opened) == {"t"}
+    assert opened == set()
+    assert next_change([d], p, now) == at(days=2, hours=14)
+
+
 def test_the_module_exports_its_api() -> None:
     assert set(computed.__all__) >= {"update", "values", "next_change", "prune", "merge_computed"}
 

@@ -139,7 +139,7 @@ class Graph:
 
 
 def process(graph: Graph, event: Event, limits: Limits = DEFAULT_LIMITS) -> Resolution:
-    resolution = resolve(identifiers_of(event), graph, limits, graph.new_id())
+    resolution = resolve(identifiers_of(event), graph, limits, graph.new_id)
     graph.apply(resolution)
     return resolution
 
@@ -263,6 +263,19 @@ class TestUserIdDecides:
         assert res.created
         assert res.links == [uid("u"), mail("e@x.io"), aid("a")]
         assert not res.merges and not res.refusals
+
+    def test_a_new_profile_id_is_made_only_for_a_new_profile(self) -> None:
+        graph, made = Graph(), []
+
+        def new_id() -> str:
+            made.append(graph.new_id())
+            return made[-1]
+
+        first = resolve(identifiers_of(ev(user="u")), graph, DEFAULT_LIMITS, new_id)
+        graph.apply(first)
+        again = resolve(identifiers_of(ev(user="u")), graph, DEFAULT_LIMITS, new_id)
+        assert made == [first.profile_id]
+        assert (again.profile_id, again.created) == (first.profile_id, False)
 
     def test_known_user_id_decides_and_new_identifiers_are_linked(self) -> None:
         graph = Graph()

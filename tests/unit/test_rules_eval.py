@@ -3,7 +3,7 @@ compiled rule reports about itself (fields, event names, clock use)."""
 
 from __future__ import annotations
 
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from typing import Any
 
 import pytest
@@ -298,6 +298,42 @@ def test_date_math_in_conditions() -> None:
     assert holds("to_date(traits.signup) > now() - days(30)")
     assert holds('now() > date("2026-01-01T00:00:00Z")')
     assert holds("now() - profile.first_seen > weeks(52)")
+
+
+class _BrokenZone(tzinfo):
+    def utcoffset(self, dt: datetime | None) -> timedelta:
+        raise ValueError("no offset")
+
+
+@pytest.mark.parametrize(
+    ("seen", "expected"),
+    [
+        (datetime(2026, 2, 25, tzinfo=UTC), True),
+        (datetime(2026, 2, 20, tzinfo=UTC), False),
+        # what is not two UTC datetimes takes the slow path: offsets and naive (UTC) count
+        (datetime(2026, 2, 22, 23, 30, tzinfo=timezone(timedelta(hours=-1))), True),
+        (datetime(2026, 2, 22, 0, 30, tzinfo=timezone(timedelta(hours=1))), False),
+        (datetime(2026, 2, 22, 12, 0), True),
+        (datetime(2026, 2, 22, 11, 59), False),
+        (datetime(2026, 2, 25, tzinfo=_BrokenZone()), False),  # never raises
+        ("2026-02-25", False),  # a string is not a datetime
+        (None, False),
+    ],
+)
+def test_comparing_two_computed_datetimes(seen: Any, expected: bool) -> None:
+    data = {**DATA, "profile": {"last_seen": seen}}
+    assert holds("profile.last_seen >= now() - days(7)", data) is expected
+    assert holds("now() - days(7) <= profile.last_seen", data) is expected
+
+
+@pytest.mark.parametrize(
+    ("a", "b", "expected"),
+    [(1, 1.0, True), (2, True, False), (True, True, False), ("b", "a", True), (2.5, 2.5, True)],
+)
+def test_comparing_two_computed_values_keeps_the_rules_kinds(
+    a: Any, b: Any, expected: bool
+) -> None:
+    assert holds("traits.a >= traits.b", {"traits": {"a": a, "b": b}}) is expected
 
 
 # -- functions -------------------------------------------------------------------------------

@@ -9,15 +9,18 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from hypothesis import given, settings, strategies as st
 
 from relevo.errors import ValidationError
 from relevo.events.model import Event
 from relevo.pipeline.qualify import Definitions, Qualification, Qualifier, outbox_row
+from relevo.profiles import computed
 from relevo.profiles.computed import parse_definitions
 from relevo.profiles.model import Profile
 from relevo.profiles.state import apply_event
 from relevo.rules import RuleError
 from relevo.segments.changes import MembershipChange
+from relevo.segments.engine import DataShape, rule_data
 from relevo.segments.index import SegmentIndex
 from relevo.segments.model import (
     Segment,
@@ -28,6 +31,7 @@ from relevo.segments.model import (
 
 T0 = datetime(2026, 3, 2, tzinfo=UTC)
 HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
 _ids = itertools.count()
 
 TRAITS = parse_definitions(
@@ -66,6 +70,7 @@ def event(
     name: str | None = "Clicked",
     at: datetime = T0,
     *,
+    received: datetime | None = None,
     traits: dict[str, Any] | None = None,
     **properties: Any,
 ) -> Event:
@@ -73,7 +78,7 @@ def event(
         type=kind,  # type: ignore[arg-type]  # the tests pass valid types
         message_id=f"m{next(_ids)}",
         source="test",
-        received_at=at,
+        received_at=received or at,
         timestamp=at,
         user_id="u",
         event=name if kind == "track" else None,
@@ -170,10 +175,20 @@ def test_timed_segments_are_those_that_move_with_the_clock() -> None:
 # -- the qualifier ------------------------------------------------------------------------------
 
 
-def run(qualifier: Qualifier, profile: Profile, e: Event, *, every: bool = False) -> Qualification:
+def run(
+    qualifier: Qualifier,
+    profile: Profile,
+    e: Event,
+    *,
+    every: bool = False,
+    created: bool = False,
+    now: datetime | None = None,
+) -> Qualification:
     out = Qualification()
     apply_event(profile, e)
-    qualifier.on_event(profile, e, b"{}", e.received_at, out, every_segment=every)
+    qualifier.on_event(
+        profile, e, b"{}", now or e.received_at, out, every_segment=every, created=created
+    )
     return out
 
 
@@ -219,6 +234,44 @@ def test_timers_follow_the_earliest_time_based_change() -> None:
     qualifier = Qualifier(definitions(recheck=timedelta(minutes=5)))
     out = run(qualifier, profile, event())
     assert out.timers == {"p": T0 + timedelta(minutes=5)}
+
+
+def test_a_kept_due_time_moves_forward_for_a_late_event_in_an_older_bucket() -> None:
+    qualifier = Qualifier(definitions({"browser": RULES["browser"]}))
+    profile = Profile(id="p", created_at=T0)
+    run(qualifier, profile, event(name="Product Viewed", at=T0 + 3 * DAY), every=True)
+    assert profile.next_check == T0 + 10 * DAY  # the 6-hour bucket of day 3, plus 7 days
+    # another view in that bucket moves nothing: the timer is not written again
+    out = run(qualifier, profile, event(name="Product Viewed", at=T0 + 3 * DAY + HOUR))
+    assert out.timers == {}
+    # a late view, of day 1, opens an older bucket: its expiry is sooner
+    late = event(name="Product Viewed", at=T0 + DAY, received=T0 + 3 * DAY + HOUR)
+    out = run(qualifier, profile, late, now=T0 + 3 * DAY + HOUR)
+    assert out.timers == {"p": T0 + 8 * DAY}
+
+
+def test_a_kept_due_time_moves_forward_when_a_day_count_restarts() -> None:
+    """A later order lands in days_since_last's one bucket (no bucket is opened), yet the
+    next whole day comes sooner: the exit and re-entry still happen on time."""
+    qualifier = Qualifier(definitions({"lapsed-1d": "computed.days_since_order >= 1"}))
+    profile = Profile(id="p", created_at=T0)
+    run(qualifier, profile, event(name="Order Completed"), every=True)
+    assert profile.next_check == T0 + DAY
+    due = T0 + DAY
+    for days in (1, 2):  # the timer fires each day while the profile is in the segment
+        out = Qualification()
+        qualifier.on_timer(profile, T0 + days * DAY, out)
+        due = T0 + (days + 1) * DAY
+        assert profile.next_check == due
+    assert "lapsed-1d" in profile.segments
+    now = T0 + 2 * DAY + 12 * HOUR
+    order = event(name="Order Completed", at=T0 + DAY + 14 * HOUR, received=now)
+    out = run(qualifier, profile, order, now=now)
+    assert [(c.segment, c.entered) for c in out.changes] == [("lapsed-1d", False)]
+    assert out.timers == {"p": T0 + 2 * DAY + 14 * HOUR}  # not the day-3 timer kept before
+    out = Qualification()
+    qualifier.on_timer(profile, T0 + 2 * DAY + 14 * HOUR, out)
+    assert [(c.segment, c.entered) for c in out.changes] == [("lapsed-1d", True)]
 
 
 def test_a_timer_evaluates_the_timed_segments_at_its_time() -> None:
@@ -274,4 +327,88 @@ def test_the_outbox_row_of_a_change() -> None:
         "profileId": "p",
         "at": "2026-03-02T00:00:00Z",
         "cause": "m1",
+    }
+
+
+# -- property: what the qualifier keeps equals a from-scratch evaluation ------------------------
+
+STEP = st.fixed_dictionaries(
+    {
+        "advance": st.sampled_from([0, 60, 5 * 3600, 86400 - 1, 86400, 2 * 86400 + 7]),
+        "kind": st.sampled_from(["identify", "Product Viewed", "Order Completed", "Clicked"]),
+        "offset": st.integers(min_value=-3 * 86400, max_value=1800),  # event time vs now
+        "plan": st.sampled_from([None, "pro", "free"]),
+        "revenue": st.sampled_from([10, 60]),
+    }
+)
+
+
+# RULES with a profile fact the first event makes true and a rule of the clock alone; and
+# RULES without now() rules (their recheck interval would bound every due time)
+PROPERTY_RULES = {
+    "with now()": {
+        **RULES,
+        "seen": "profile.events_applied >= 1",
+        "from-march-3": 'now() >= date("2026-03-03")',  # reads nothing but the clock
+    },
+    "without now()": {k: v for k, v in RULES.items() if k != "recent"} | {"always": "true"},
+}
+
+
+@pytest.mark.parametrize("rules", PROPERTY_RULES.values(), ids=PROPERTY_RULES.keys())
+@settings(max_examples=300, deadline=None)
+@given(steps=st.lists(STEP, min_size=1, max_size=12))
+def test_memberships_and_due_times_follow_a_from_scratch_evaluation(
+    rules: dict[str, str], steps: list[dict[str, Any]]
+) -> None:
+    """One profile through events and the timers that come due, as the processor drives the
+    qualifier: after each step it is in exactly the segments a from-scratch evaluation finds
+    (but for now() rules, which are checked on a schedule), its kept due time is never later
+    than the next time-based change, and the first event starts from the empty profile."""
+    defs = definitions(rules)
+    qualifier = Qualifier(defs)
+    profile = Profile(id="p", created_at=T0)
+    now = T0
+    for n, step in enumerate(steps):
+        now += timedelta(seconds=step["advance"])
+        if profile.next_check is not None and profile.next_check <= now:
+            qualifier.on_timer(profile, now, Qualification())
+        at = now + timedelta(seconds=step["offset"])
+        if step["kind"] == "identify":
+            e = event("identify", traits={"plan": step["plan"]}, at=at, received=now)
+        else:
+            e = event(name=step["kind"], at=at, received=now, revenue=step["revenue"])
+        run(qualifier, profile, e, created=n == 0, now=now)
+        values = computed.values(defs.computed, profile, now)
+        data = rule_data(profile, values, now)
+        expected = {name for name, s in defs.index.segments.items() if s.rule.evaluate(data)}
+        # a now() rule is only as fresh as its last check, but a new profile has had one
+        checked = {name for name, s in defs.index.segments.items() if not s.rule.uses_now}
+        if n == 0:
+            checked = set(defs.index.segments)
+        assert set(profile.segments) & checked == expected & checked, (n, values)
+        due = computed.next_change(defs.timed_computed, profile, now)
+        if due is not None:
+            assert profile.next_check is not None and profile.next_check <= due
+
+
+def test_the_data_of_a_shape_is_what_its_rules_read_of_the_full_data() -> None:
+    profile = Profile(id="p", created_at=T0)
+    apply_event(profile, event("identify", traits={"plan": "pro", "email": "a@b"}))
+    apply_event(profile, event(name="Clicked"))
+    values = {"views_7d": 3, "orders": 1}
+    full = rule_data(profile, values, T0)
+    segments = [segment(name, rule) for name, rule in RULES.items()]
+    shape = DataShape.read_by(segments)
+    assert (shape.traits, shape.plain, shape.stamped) == (True, ("last_seen", "event_counts"), ())
+    whole = DataShape.read_by([*segments, segment("whole", "len(profile) >= 1")])
+    assert whole.data(profile, values, T0) == full
+    for s in segments:
+        shape = DataShape.read_by([s])
+        assert s.rule.evaluate(shape.data(profile, values, T0)) == s.rule.evaluate(full)
+    assert DataShape.read_by([segment("x", "computed.orders >= 1")]).data(profile, values, T0) == {
+        "traits": {},
+        "computed": values,
+        "profile": {},
+        "now": T0,
     }
