@@ -58,7 +58,14 @@ class Settings(BaseSettings):
     )
 
     # the processor and profiles
-    process_batch_size: int = Field(1000, description="Most events applied in one transaction.")
+    process_batch_size: int = Field(
+        1000, description="Most events applied in one transaction while keeping up."
+    )
+    catch_up_batch_size: int = Field(
+        5000,
+        description="Most events in one transaction while catching up on a backlog: after a "
+        "full cycle the next may take twice as many, up to this.",
+    )
     timeline_limit: int = Field(1000, description="Events kept per profile for the timeline.")
     identity_limits: dict[str, int] = Field(
         default_factory=lambda: {"anonymous_id": 100, "email": 10, "user_id": 1},

@@ -132,6 +132,7 @@ class Processor:
         # called after each commit with the ids of the profiles it changed or merged away
         self.on_commit: list[Callable[[list[str]], None]] = []
         self._offsets: dict[int, int] = {}
+        self._cycle_size = settings.process_batch_size
         self._commands: queue.SimpleQueue[tuple[Callable[[], Any], concurrent.futures.Future[Any]]]
         self._commands = queue.SimpleQueue()
         self._stop = threading.Event()
@@ -246,9 +247,10 @@ class Processor:
     def run_once(self) -> int:
         """Apply what is new in every partition; returns the number of records consumed."""
         partitions = self._partitions()
-        per_partition = max(1, self._settings.process_batch_size // max(1, len(partitions)))
+        per_partition = max(1, self._cycle_size // max(1, len(partitions)))
         batches = [self._log.read(p, self._offsets.get(p, 0), per_partition) for p in partitions]
         records = [r for batch in batches for r in batch]
+        self._cycle_size = self._next_cycle_size(batches, per_partition, len(records))
         if not records and not self._timers_due():
             return 0
         try:
@@ -268,6 +270,19 @@ class Processor:
             for record in records:
                 self._apply_alone(record)
         return len(records)
+
+    def _next_cycle_size(self, batches: list[list[Record]], share: int, read: int) -> int:
+        """Catching up on a backlog, cycles grow: after a cycle in which every partition gave
+        its full share and at least ``catch_up_batch_size`` more events wait, the next may take
+        twice as many, up to that size (larger transactions rewrite the same pages less often).
+        Otherwise, and once caught up, cycles are small, so an event waits for little work
+        ahead of it; a burst smaller than a catch-up cycle never makes them grow."""
+        settings = self._settings
+        base, ceiling = settings.process_batch_size, settings.catch_up_batch_size
+        full = bool(batches) and all(len(batch) == share for batch in batches)
+        if not full or ceiling <= base or self.lag() - read < ceiling:
+            return base
+        return min(ceiling, 2 * self._cycle_size)
 
     def _apply(self, records: list[Record]) -> None:
         applied = suppressed = 0

@@ -499,3 +499,25 @@ async def test_timeline_is_trimmed_to_the_newest_events(make_node: Callable[...,
     assert kept == [f"t{i:02d}" for i in range(31, 21, -1)]
     assert node.user("trim").timeline_size == 10
     assert node.user("trim").events_applied == 33
+
+
+async def test_cycles_grow_only_while_catching_up_on_a_backlog(
+    make_node: Callable[..., Node],
+) -> None:
+    node = make_node(partitions=1, process_batch_size=8, catch_up_batch_size=32)
+
+    def cycles() -> list[int]:
+        sizes = []
+        while consumed := node.processor.run_once():
+            sizes.append(consumed)
+        return sizes
+
+    # a burst smaller than a catch-up cycle: small cycles, so an event waits for little
+    await node.send(*(track(f"burst-{i}", f"b{i}") for i in range(30)))
+    assert cycles() == [8, 8, 8, 6]
+    # a backlog: each full cycle doubles the next, up to the catch-up size, while at least
+    # that much is still waiting; then small cycles again
+    await node.send(*(track(f"backlog-{i}", f"k{i}") for i in range(100)))
+    assert cycles() == [8, 16, 32, 32, 8, 4]
+    assert node.processor.caught_up()
+    assert len(node.user("backlog-99").event_counts) == 1
