@@ -155,12 +155,9 @@ class Placement:
     def __post_init__(self) -> None:
         object.__setattr__(self, "id", self.definition.id)
         paths = self.definition.bandit.features
-        stored = tuple(
-            (p, tuple(p.split("."))) for p in paths if p.split(".", 1)[0] in STORED_ROOTS
-        )
-        live = tuple(
-            (p, tuple(p.split("."))) for p in paths if p.split(".", 1)[0] not in STORED_ROOTS
-        )
+        split = [(p, tuple(p.split("."))) for p in paths]
+        stored = tuple(path for path in split if path[1][0] in STORED_ROOTS)
+        live = tuple(path for path in split if path[1][0] not in STORED_ROOTS)
         object.__setattr__(self, "feature_paths", (stored, live))
         counted = bool(self.limits) or any(o.budget is not None for o in self.offers)
         object.__setattr__(self, "counted", counted)

@@ -398,6 +398,23 @@ def test_the_data_of_a_shape_is_what_its_rules_read_of_the_full_data() -> None:
     apply_event(profile, event(name="Clicked"))
     values = {"views_7d": 3, "orders": 1}
     full = rule_data(profile, values, T0)
+    assert full == {  # every fact rules may read, spelled out here
+        "traits": {"plan": "pro", "email": "a@b"},
+        "computed": values,
+        "profile": {
+            "id": "p",
+            "created_at": T0,
+            "first_seen": profile.first_seen,
+            "last_seen": profile.last_seen,
+            "events_applied": 2,
+            "event_counts": profile.event_counts,
+            "type_counts": profile.type_counts,
+            "consent": {k: s.value for k, s in profile.consent.items()},
+            "context": {k: s.value for k, s in profile.context.items()},
+        },
+        "now": T0,
+    }
+    assert profile.last_seen is not None and full["profile"]["event_counts"]
     segments = [segment(name, rule) for name, rule in RULES.items()]
     shape = DataShape.read_by(segments)
     assert (shape.traits, shape.plain, shape.stamped) == (True, ("last_seen", "event_counts"), ())
